@@ -1,0 +1,178 @@
+"""Sampling CutMix parameters: λ, the box and the permutation, from an explicit generator.
+
+Everything here is cheap, runs on the CPU and depends only on the generator it is given, so the
+online algorithm (on any device) and the offline writer draw the same numbers from the same seed.
+
+Coordinates: rows run along H (dim -2) and are named ``top``/``bottom``; columns run along W
+(dim -1) and are named ``left``/``right``. Boxes are half-open: ``x[..., top:bottom, left:right]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Box",
+    "CutMixParams",
+    "box_area",
+    "check_alpha",
+    "check_box",
+    "derive_generator",
+    "kept_fraction",
+    "sample_box",
+    "sample_lam",
+    "sample_params",
+]
+
+
+class Box(NamedTuple):
+    """A half-open pixel box: rows ``[top, bottom)`` along H, columns ``[left, right)`` along W."""
+
+    top: int
+    left: int
+    bottom: int
+    right: int
+
+
+class CutMixParams(NamedTuple):
+    """Everything one CutMix of one batch needs: the kept fraction, the box and the permutation."""
+
+    lam: float
+    box: Box
+    perm: torch.Tensor
+
+
+def check_alpha(alpha: float) -> float:
+    """Return ``alpha`` as a float, or raise ``ValueError`` if it is negative, NaN or infinite."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"alpha must be a number >= 0, got {alpha!r}") from None
+    if math.isnan(value) or value < 0 or math.isinf(value):
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    return value
+
+
+def derive_generator(*keys: int) -> torch.Generator:
+    """Return a CPU ``torch.Generator`` seeded from a tuple of non-negative integers.
+
+    The keys are hashed with numpy's ``SeedSequence``, so nearby keys (batch 7 and batch 8, rank 0
+    and rank 1) give statistically independent streams, and the result depends on nothing but the
+    keys: no global state, no call order.
+
+    Example:
+        >>> g = derive_generator(42, 0, 7)  # seed 42, rank 0, batch 7
+        >>> torch.randint(10, (3,), generator=g).tolist() == \\
+        ...     torch.randint(10, (3,), generator=derive_generator(42, 0, 7)).tolist()
+        True
+    """
+    if not keys:
+        raise ValueError("derive_generator needs at least one key")
+    ints = []
+    for key in keys:
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key < 0:
+            raise ValueError(f"generator keys must be non-negative integers, got {key!r}")
+        ints.append(int(key))
+    (state,) = np.random.SeedSequence(ints).generate_state(1, dtype=np.uint64)
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(int(state))
+    return generator
+
+
+def sample_lam(alpha: float, generator: torch.Generator | None = None) -> float:
+    """Draw λ ~ Beta(alpha, alpha) from ``generator``; ``alpha == 0`` gives λ = 0, as Composer does.
+
+    torch's Beta sampler takes no generator, so one 63-bit seed is drawn from ``generator`` and
+    handed to numpy's PCG64, whose Beta sampler is exact; the draw thus depends on ``generator``
+    alone.
+    """
+    alpha = check_alpha(alpha)
+    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator).item())
+    if alpha == 0:
+        return 0.0
+    return float(np.random.Generator(np.random.PCG64(seed)).beta(alpha, alpha))
+
+
+def _randint(low: int, high: int, generator: torch.Generator | None) -> int:
+    return int(torch.randint(low, high, (1,), generator=generator).item())
+
+
+def sample_box(
+    height: int,
+    width: int,
+    lam: float,
+    generator: torch.Generator | None = None,
+    uniform_sampling: bool = False,
+) -> Box:
+    """Draw the paste box for a given λ, as in the paper's reference code.
+
+    The cut spans ``int(side * sqrt(1 - lam))`` pixels along each side, i.e. ``cut // 2`` either
+    side of a center drawn uniformly over pixel positions, clipped to the image. With
+    ``uniform_sampling`` the center is drawn from ``[-cut // 2, side + cut // 2)`` instead, so every
+    pixel is equally likely to be covered (Composer's option).
+    """
+    ratio = math.sqrt(1.0 - lam)
+    cut_h, cut_w = int(height * ratio), int(width * ratio)
+    half_h, half_w = cut_h // 2, cut_w // 2
+    if uniform_sampling:
+        cy = _randint(-half_h, height + half_h, generator)
+        cx = _randint(-half_w, width + half_w, generator)
+    else:
+        cy = _randint(0, height, generator)
+        cx = _randint(0, width, generator)
+    top, bottom = min(max(cy - half_h, 0), height), min(max(cy + half_h, 0), height)
+    left, right = min(max(cx - half_w, 0), width), min(max(cx + half_w, 0), width)
+    return Box(top, left, bottom, right)
+
+
+def box_area(box: Box) -> int:
+    """Number of pixels inside ``box``."""
+    return (box.bottom - box.top) * (box.right - box.left)
+
+
+def kept_fraction(box: Box, height: int, width: int) -> float:
+    """The exact fraction of its own pixels an image keeps when ``box`` is pasted over it."""
+    return 1.0 - box_area(box) / (height * width)
+
+
+def check_box(box: object, height: int, width: int) -> Box:
+    """Return ``box`` as a :class:`Box`, or raise ``ValueError`` if it is not inside the image."""
+    try:
+        top, left, bottom, right = (int(v) for v in box)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"box must be 4 integers (top, left, bottom, right), got {box!r}"
+        ) from None
+    if not (0 <= top <= bottom <= height and 0 <= left <= right <= width):
+        raise ValueError(
+            f"box must satisfy 0 <= top <= bottom <= H={height} and 0 <= left <= right <= W={width}, "
+            f"got (top={top}, left={left}, bottom={bottom}, right={right})"
+        )
+    return Box(top, left, bottom, right)
+
+
+def sample_params(
+    batch_size: int,
+    height: int,
+    width: int,
+    alpha: float = 1.0,
+    generator: torch.Generator | None = None,
+    uniform_sampling: bool = False,
+) -> CutMixParams:
+    """Draw λ, then the box, then the permutation, in that order, all from ``generator``.
+
+    The returned ``lam`` is the corrected one: the exact kept fraction of the drawn box.
+
+    Example:
+        >>> p = sample_params(8, 32, 32, alpha=1.0, generator=derive_generator(0))
+        >>> p.lam == kept_fraction(p.box, 32, 32), sorted(p.perm.tolist()) == list(range(8))
+        (True, True)
+    """
+    lam = sample_lam(alpha, generator)
+    box = sample_box(height, width, lam, generator, uniform_sampling)
+    perm = torch.randperm(batch_size, generator=generator)
+    return CutMixParams(kept_fraction(box, height, width), box, perm)
