@@ -149,8 +149,9 @@ class CutMix(Algorithm):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(alpha={self.alpha}, p={self.p}, num_classes={self.num_classes}, "
-            f"uniform_sampling={self.uniform_sampling}, seed={self.seed}, stop_at={self.stop_at})"
+            f"{type(self).__name__}(alpha={self.alpha}, p={self.p}, "
+            f"num_classes={self._resolved_classes}, uniform_sampling={self.uniform_sampling}, "
+            f"seed={self._resolved_seed}, stop_at={self.stop_at})"
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -134,13 +134,13 @@ def mix_targets(
         if num_classes is None:
             raise ValueError("num_classes is required to mix integer class labels")
         labels = target.long()
-        out = torch.zeros(labels.shape[0], num_classes, dtype=torch.float32, device=labels.device)
-        out.scatter_(1, labels.unsqueeze(1), lam)
-        out.scatter_add_(
-            1,
-            labels.index_select(0, perm).unsqueeze(1),
-            torch.full((labels.shape[0], 1), 1.0 - lam, dtype=out.dtype, device=out.device),
-        )
+        n = labels.shape[0]
+        # Both weights in float32, the second as 1 - the first: then every row sums to exactly 1
+        # (Sterbenz), and losses that check for a total probability below 1 stay quiet.
+        kept = torch.full((n, 1), lam, dtype=torch.float32, device=labels.device)
+        out = torch.zeros(n, num_classes, dtype=torch.float32, device=labels.device)
+        out.scatter_(1, labels.unsqueeze(1), kept)
+        out.scatter_add_(1, labels.index_select(0, perm).unsqueeze(1), 1.0 - kept)
         return out
     return target.mul(lam).add_(target.index_select(0, perm), alpha=1.0 - lam)
 
