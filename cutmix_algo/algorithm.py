@@ -201,7 +201,10 @@ class CutMix(Algorithm):
         if self._resolved_seed is None:
             self._resolved_seed = int(state.rank_zero_seed)
         if self._resolved_classes is None:
-            model_classes = getattr(state.model, "num_classes", None)
+            model = state.model
+            if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+                model = model.module  # under DDP the ComposerModel sits inside the wrapper
+            model_classes = getattr(model, "num_classes", None)
             if isinstance(model_classes, int) and model_classes > 0:
                 self._resolved_classes = model_classes
         if self._resolved_classes is None and self._dataset_gives_int_labels(state):
