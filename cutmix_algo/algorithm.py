@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from composer.core import Algorithm, Event, State, Time, TimeUnit
@@ -22,9 +22,7 @@ from cutmix_algo.sampling import check_alpha, derive_generator, sample_params
 
 __all__ = ["CutMix", "DenseTargetMetric"]
 
-log = logging.getLogger(__name__)
-
-BatchKey = Union[int, str, tuple[Callable, Callable]]
+BatchKey = int | str | tuple[Callable, Callable]
 
 
 class DenseTargetMetric(Metric):

@@ -231,11 +231,10 @@ def cutmix_batch(
         params = sample_params(n, height, width, alpha, generator, uniform_sampling)
         box = params.box if box is None else box
         perm = params.perm.to(input.device, non_blocking=True) if perm is None else perm
-    chosen_box, chosen_perm = box, perm
-    lam = kept_fraction(chosen_box, height, width)
+    lam = kept_fraction(box, height, width)
 
-    paste_box_(input, chosen_box, chosen_perm)
+    paste_box_(input, box, perm)
     mixed = None
     if target is not None:
-        mixed = mix_targets(target, lam, chosen_perm.to(target.device), num_classes, chosen_box)
-    return CutMixOutput(input, mixed, lam, chosen_box, chosen_perm)
+        mixed = mix_targets(target, lam, perm.to(target.device), num_classes, box)
+    return CutMixOutput(input, mixed, lam, box, perm)

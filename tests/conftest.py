@@ -77,7 +77,7 @@ def moto_endpoint() -> str:
                 break
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError("moto_server exited before it listened")
+                raise RuntimeError("moto_server exited before it listened") from None
             time.sleep(0.1)
     else:
         proc.kill()

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from composer import Trainer
-from composer.core import Callback, Event, State
+from composer.core import Callback, State
 from composer.loggers import InMemoryLogger, Logger
 from composer.models import ComposerClassifier, ComposerModel
 from torch.utils.data import DataLoader, Dataset, TensorDataset
