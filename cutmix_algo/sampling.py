@@ -72,12 +72,14 @@ def derive_generator(*keys: int) -> torch.Generator:
     """
     if not keys:
         raise ValueError("derive_generator needs at least one key")
-    ints = []
+    # SeedSequence pads with zeros and splits big ints into 32-bit words, so (42,), (42, 0) and
+    # (2**32,) vs (0, 1) would collide; a length prefix and two fixed words per key prevent it.
+    words = [len(keys)]
     for key in keys:
-        if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key < 0:
-            raise ValueError(f"generator keys must be non-negative integers, got {key!r}")
-        ints.append(int(key))
-    (state,) = np.random.SeedSequence(ints).generate_state(1, dtype=np.uint64)
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < 2**64:
+            raise ValueError(f"generator keys must be integers in [0, 2**64), got {key!r}")
+        words += [int(key) & 0xFFFFFFFF, int(key) >> 32]
+    (state,) = np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)
     generator = torch.Generator(device="cpu")
     generator.manual_seed(int(state))
     return generator
@@ -142,11 +144,16 @@ def kept_fraction(box: Box, height: int, width: int) -> float:
 def check_box(box: object, height: int, width: int) -> Box:
     """Return ``box`` as a :class:`Box`, or raise ``ValueError`` if it is not inside the image."""
     try:
-        top, left, bottom, right = (int(v) for v in box)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"box must be 4 integers (top, left, bottom, right), got {box!r}"
-        ) from None
+        values = [v.item() if isinstance(v, (torch.Tensor, np.generic)) else v for v in box]  # type: ignore[union-attr]
+    except TypeError:
+        values = None
+    if (
+        values is None
+        or len(values) != 4
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in values)
+    ):
+        raise ValueError(f"box must be 4 integers (top, left, bottom, right), got {box!r}")
+    top, left, bottom, right = values
     if not (0 <= top <= bottom <= height and 0 <= left <= right <= width):
         raise ValueError(
             f"box must satisfy 0 <= top <= bottom <= H={height} and 0 <= left <= right <= W={width}, "
