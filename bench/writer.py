@@ -1,0 +1,178 @@
+"""Writer throughput: cutmix-writer against streaming's own image converter, same images.
+
+Both write N random CIFAR-shaped images (32x32x3 uint8, 10 classes) to local MDS shards with
+sha1+xxh64 shard hashes; streaming's ``convert_image_class_dataset`` writes them unmixed, ours
+mixes every batch first. Rows:
+
+* streaming converter, one process (its only mode);
+* ours in-process with 1 worker and with all workers (the pool is warmed up first: its one-off
+  start, reported separately, is importing torch & co. once in the fork server);
+* scale-out: ``cutmix-writer write --num-groups G --group I`` as G processes at once, 1 worker
+  each; img/s is all samples over the span from the first group's start of writing to the last
+  group's end (each process reports its own times; imports are excluded).
+
+Usage: python bench/writer.py [--n 20000] [--batch-size 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# This script is named writer.py, so Python put bench/ first on sys.path, where ``import writer``
+# would find this file instead of the package.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
+# One group's work as a subprocess: load the source, time write_premixed alone, print JSON.
+_GROUP_SCRIPT = """
+import json, sys, time
+from writer.cli import Destination, write_premixed
+from writer.premix import PremixConfig, Schedule, build_manifest
+from writer.sources import open_source
+
+def main():
+    root, out, encoding, batch_size, groups, group = sys.argv[1:7]
+    batch_size, groups, group = int(batch_size), int(groups), int(group)
+    source = open_source("cifar10:" + root, "train")
+    config = PremixConfig(batch_size=batch_size, encoding=encoding)
+    start, stop = Schedule(len(source), batch_size, 1).group_range(groups, group)
+    manifest = build_manifest(source, config, source_spec="bench", split="train")
+    began = time.time()
+    summary = write_premixed(source, Destination(out), config, manifest, start=start, stop=stop,
+                             workers=1, progress=False)
+    print(json.dumps({"began": began, "ended": time.time(), "samples": summary.samples}))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def _fake_cifar(root: Path, n: int, seed: int = 0) -> Path:
+    """Write ``root/cifar-10-batches-py`` with ``n`` random training images in 5 batches."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for k, part in enumerate(np.array_split(np.arange(n), 5), start=1):
+        batch = {
+            b"data": rng.integers(0, 256, (len(part), 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, len(part)).tolist(),
+        }
+        (folder / f"data_batch_{k}").write_bytes(pickle.dumps(batch))
+    names = {"label_names": [f"class{i}" for i in range(10)]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(names))
+    return root
+
+
+class _Images:
+    """A map-style dataset over in-memory images, in the form streaming's converter reads."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, as_pil: bool) -> None:
+        self.images, self.labels, self.as_pil = images, labels, as_pil
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[object, int]:
+        from PIL import Image
+
+        image = self.images[i]
+        return (Image.fromarray(image) if self.as_pil else image), int(self.labels[i])
+
+
+def _streaming(source: object, out: str, encoding: str) -> float:
+    from streaming.vision.convert.base import convert_image_class_dataset
+
+    dataset = _Images(source.images, source.labels, as_pil=encoding == "png")
+    began = time.perf_counter()
+    convert_image_class_dataset(dataset, out, hashes=["sha1", "xxh64"], progress_bar=False,
+                                encoding="ndarray:uint8" if encoding == "raw" else "png")
+    return time.perf_counter() - began
+
+
+def _ours(source: object, out: str, encoding: str, batch_size: int, workers: int) -> float:
+    from writer.cli import Destination, write_premixed
+    from writer.premix import PremixConfig, build_manifest
+
+    config = PremixConfig(batch_size=batch_size, encoding=encoding)
+    manifest = build_manifest(source, config, source_spec="bench", split="train")
+    summary = write_premixed(source, Destination(out), config, manifest, workers=workers,
+                             progress=False)
+    return summary.seconds
+
+
+def _groups(root: Path, out: Path, encoding: str, batch_size: int, groups: int) -> float:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _GROUP_SCRIPT, str(root), str(out / f"group-{g}"), encoding,
+             str(batch_size), str(groups), str(g)],
+            stdout=subprocess.PIPE, text=True,
+        )
+        for g in range(groups)
+    ]
+    reports = []
+    for proc in procs:
+        stdout, _ = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"group process failed with exit code {proc.returncode}")
+        reports.append(json.loads(stdout.strip().splitlines()[-1]))
+    return max(r["ended"] for r in reports) - min(r["began"] for r in reports)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20000, help="images")
+    parser.add_argument("--batch-size", type=int, default=128)
+    args = parser.parse_args()
+
+    from writer.premix import default_workers
+    from writer.sources import load_cifar10
+
+    cpus = default_workers()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="cutmix-bench-") as tmp:
+        tmp_path = Path(tmp)
+        root = _fake_cifar(tmp_path / "src", args.n)
+        source = load_cifar10(root, "train")
+        began = time.perf_counter()
+        _ours(load_cifar10(_fake_cifar(tmp_path / "warm", 2000), "train"), str(tmp_path / "w"),
+              "raw", args.batch_size, cpus)
+        warmup = time.perf_counter() - began
+        for encoding in ("raw", "png"):
+            def out(name: str) -> str:
+                return str(tmp_path / f"{encoding}-{name}")
+
+            seconds = _streaming(source, out("streaming"), encoding)
+            rows.append((f"streaming convert_image_class_dataset (unmixed)", encoding, 1, seconds))
+            seconds = _ours(source, out("ours1"), encoding, args.batch_size, 1)
+            rows.append(("cutmix-writer, --workers 1", encoding, 1, seconds))
+            seconds = _ours(source, out(f"ours{cpus}"), encoding, args.batch_size, cpus)
+            rows.append((f"cutmix-writer, --workers {cpus}", encoding, cpus, seconds))
+            for groups in (1, 2):
+                seconds = _groups(root, Path(out(f"groups{groups}")), encoding, args.batch_size,
+                                  groups)
+                rows.append((f"cutmix-writer, {groups} group process(es) at once, 1 worker each",
+                             encoding, groups, seconds))
+
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__), *sys.argv[1:]])
+    print(f"\nN = {args.n} images 32x32x3, batch size {args.batch_size}, {cpus} CPUs; "
+          f"pool warm-up (fork server start) {warmup:.1f} s, excluded below\n")
+    print("| writer | encoding | processes | seconds | img/s |")
+    print("|---|---|---|---:|---:|")
+    for name, encoding, procs, seconds in rows:
+        print(f"| {name} | {encoding} | {procs} | {seconds:.2f} | {args.n / seconds:,.0f} |")
+    print(f"\ncommand: {command}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""The recipe schema: typed sections as dataclasses, loaded from YAML with dotted overrides.
+
+A recipe is validated in full before anything is built: OmegaConf's structured config rejects
+unknown keys and values of the wrong type and names the key; :func:`validate` then checks the
+values that a type cannot (names, time strings, ranges, combinations). Files are checked later,
+by the data builders, still before the Trainer exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = [
+    "DATASETS",
+    "EVAL_DATASETS",
+    "MODELS",
+    "OPTIMIZERS",
+    "SCHEDULERS",
+    "AlgorithmsConfig",
+    "AugmentConfig",
+    "CheckpointConfig",
+    "CutMixConfig",
+    "DataConfig",
+    "EvalConfig",
+    "LoggingConfig",
+    "OptimizerConfig",
+    "Recipe",
+    "RecipeError",
+    "SchedulerConfig",
+    "TrainConfig",
+    "as_dict",
+    "load_recipe",
+    "to_yaml",
+    "validate",
+]
+
+MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+DATASETS = ("cifar10", "digits", "premixed")
+EVAL_DATASETS = ("cifar10", "digits")
+OPTIMIZERS = ("sgd", "decoupled_sgdw", "adamw")
+SCHEDULERS = ("multistep", "cosine", "constant")
+DEVICES = ("auto", "cpu", "gpu")
+PRECISIONS = ("auto", "fp32", "amp_bf16", "amp_fp16")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be run; the message starts with the offending key or file."""
+
+
+@dataclass
+class ModelConfig:
+    """Which network to train (CIFAR ResNets of He et al. 2016, section 4.2)."""
+
+    name: str = "resnet20"
+
+
+@dataclass
+class AugmentConfig:
+    """Standard CIFAR augmentation, done on the device: pad-and-random-crop, horizontal flip."""
+
+    enabled: bool = True
+    pad: int = 4
+    hflip: bool = True
+
+
+@dataclass
+class DataConfig:
+    """Where the training and evaluation images come from."""
+
+    # cifar10 | digits | premixed (MDS shards written by cutmix-writer)
+    dataset: str = "digits"
+    # cifar10: the folder holding cifar-10-batches-py (torchvision's layout)
+    root: str = "data"
+    download: bool = False
+    # premixed: the shards (a remote URI such as s3://bucket/prefix, and/or a local folder)
+    remote: str | None = None
+    local: str | None = None
+    # the writer stores each epoch in its own shuffled order already; streaming's shuffle on
+    # top would interleave epochs
+    shuffle: bool = False
+    shuffle_seed: int = 9176
+    # premixed: whose test split evaluates; None reads the source from the shards' manifest
+    eval_dataset: str | None = None
+    num_workers: int = 0
+    # per-channel input normalization; None uses the dataset's own statistics
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class TrainConfig:
+    """How long and in what batches to train."""
+
+    max_duration: str = "1ep"
+    batch_size: int = 128  # global: split evenly across ranks
+    # per-device microbatch (gradient accumulation); "auto" only on a GPU; None = whole batch
+    microbatch_size: int | str | None = None
+    subset_num_batches: int = -1
+
+
+@dataclass
+class EvalConfig:
+    """When and how to evaluate on the test split."""
+
+    interval: str = "1ep"
+    batch_size: int = 512
+    subset_num_batches: int = -1
+
+
+@dataclass
+class OptimizerConfig:
+    """The optimizer: SGD with momentum (coupled weight decay, as in the paper) by default."""
+
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+
+
+@dataclass
+class SchedulerConfig:
+    """The learning-rate schedule; times are Composer time strings (``"0.5dur"``, ``"80ep"``)."""
+
+    name: str = "multistep"
+    milestones: list[str] = field(default_factory=lambda: ["0.5dur", "0.75dur"])
+    gamma: float = 0.1
+    warmup: str = "0ba"
+    alpha_f: float = 0.0  # cosine: final lr as a fraction of the initial lr
+
+
+@dataclass
+class CutMixConfig:
+    """Online CutMix (``cutmix_algo.CutMix``); off for pre-mixed data, which is mixed already."""
+
+    enabled: bool = False
+    alpha: float = 1.0
+    p: float = 1.0
+    uniform_sampling: bool = False
+    stop_at: str | None = None
+
+
+@dataclass
+class AlgorithmsConfig:
+    """Composer algorithms to train with."""
+
+    cutmix: CutMixConfig = field(default_factory=CutMixConfig)
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpointing and resumption; ``save_folder`` may use ``{run_name}``."""
+
+    save_folder: str | None = None
+    save_interval: str = "1ep"
+    num_to_keep: int = -1
+    overwrite: bool = False
+    autoresume: bool = False
+    load_path: str | None = None
+
+
+@dataclass
+class LoggingConfig:
+    """Console progress bar and an optional file log (``{run_name}`` and ``{rank}`` expand)."""
+
+    progress_bar: bool = True
+    file: str | None = None
+
+
+@dataclass
+class Recipe:
+    """A whole training run."""
+
+    name: str = "run"
+    run_name: str | None = None  # None: the recipe's name
+    seed: int = 17
+    device: str = "auto"  # auto picks a GPU when one is present
+    precision: str = "auto"  # auto: amp_bf16 on a GPU, fp32 on the CPU
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    algorithms: AlgorithmsConfig = field(default_factory=AlgorithmsConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def _omegaconf_message(where: str, error: OmegaConfBaseException) -> str:
+    # OmegaConf appends "full_key: ... object_type=..." lines; the first line plus the key is
+    # all a user needs.
+    key = getattr(error, "full_key", None) or "recipe"
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"{where}: {key}: {first}"
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a recipe YAML file, apply ``key.sub=value`` overrides, and validate the result.
+
+    Args:
+        path: the recipe file.
+        overrides: OmegaConf dotlist entries, applied after the file, e.g. ``train.batch_size=16``.
+
+    Returns:
+        Recipe: the typed, validated recipe.
+
+    Raises:
+        RecipeError: naming the file or the key, if the file is missing or not a YAML mapping, a
+            key is unknown, a value has the wrong type, or :func:`validate` rejects a value.
+
+    Example:
+        >>> recipe = load_recipe("recipes/demo.yaml", ["train.batch_size=16"])  # doctest: +SKIP
+        >>> recipe.train.batch_size  # doctest: +SKIP
+        16
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    schema = OmegaConf.structured(Recipe)
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as e:  # yaml's errors carry the line and column
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    if not OmegaConf.is_dict(loaded):
+        raise RecipeError(f"{path}: a recipe must be a YAML mapping of sections")
+    try:
+        merged = OmegaConf.merge(schema, loaded)
+    except OmegaConfBaseException as e:
+        raise RecipeError(_omegaconf_message(str(path), e)) from None
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"override {item!r}: expected key.sub=value")
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as e:
+            raise RecipeError(_omegaconf_message(f"override {item!r}", e)) from None
+    try:
+        recipe = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:  # a missing mandatory value, say
+        raise RecipeError(_omegaconf_message(str(path), e)) from None
+    assert isinstance(recipe, Recipe)
+    validate(recipe)
+    return recipe
+
+
+def to_yaml(recipe: Recipe) -> str:
+    """The recipe as YAML, every default filled in: what was actually run."""
+    return OmegaConf.to_yaml(OmegaConf.structured(recipe))
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise RecipeError(f"{key}: unknown value {value!r}; expected one of {', '.join(choices)}")
+
+
+def _check_time(key: str, value: str, units: tuple[str, ...] | None = None) -> None:
+    from composer.core import Time
+
+    try:
+        time = Time.from_timestring(str(value))
+    except (ValueError, TypeError):
+        raise RecipeError(
+            f"{key}: {value!r} is not a Composer time string such as '10ep', '500ba' or '0.5dur'"
+        ) from None
+    if units is not None and time.unit.value not in units:
+        raise RecipeError(f"{key}: {value!r} must be in one of the units {', '.join(units)}")
+    if time.value < 0:
+        raise RecipeError(f"{key}: {value!r} must not be negative")
+
+
+def _check_positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise RecipeError(f"{key}: must be > 0, got {value!r}")
+
+
+def validate(recipe: Recipe) -> None:
+    """Check what types cannot: names, time strings, ranges and combinations of settings.
+
+    Raises:
+        RecipeError: naming the first offending key.
+    """
+    if not recipe.name:
+        raise RecipeError("name: must not be empty")
+    _check_choice("device", recipe.device, DEVICES)
+    _check_choice("precision", recipe.precision, PRECISIONS)
+    _check_choice("model.name", recipe.model.name, MODELS)
+
+    data = recipe.data
+    _check_choice("data.dataset", data.dataset, DATASETS)
+    if data.eval_dataset is not None:
+        _check_choice("data.eval_dataset", data.eval_dataset, EVAL_DATASETS)
+    if data.dataset == "premixed" and not (data.remote or data.local):
+        raise RecipeError("data.remote: premixed data needs data.remote and/or data.local")
+    if data.num_workers < 0:
+        raise RecipeError(f"data.num_workers: must be >= 0, got {data.num_workers}")
+    for key in ("mean", "std"):
+        values = getattr(data, key)
+        if values is not None and len(values) != 3:
+            raise RecipeError(f"data.{key}: expected 3 per-channel values, got {list(values)}")
+    if data.std is not None and min(data.std) <= 0:
+        raise RecipeError(f"data.std: must be > 0, got {list(data.std)}")
+    if data.augment.pad < 0:
+        raise RecipeError(f"data.augment.pad: must be >= 0, got {data.augment.pad}")
+
+    train = recipe.train
+    _check_time("train.max_duration", train.max_duration, ("ep", "ba", "sp"))
+    _check_positive("train.batch_size", train.batch_size)
+    mb = train.microbatch_size
+    if isinstance(mb, str) and mb != "auto":
+        raise RecipeError(f"train.microbatch_size: expected an integer, 'auto' or null, got {mb!r}")
+    if isinstance(mb, int) and mb <= 0:
+        raise RecipeError(f"train.microbatch_size: must be > 0, got {mb}")
+    _check_time("eval.interval", recipe.eval.interval, ("ep", "ba", "dur"))
+    _check_positive("eval.batch_size", recipe.eval.batch_size)
+
+    opt = recipe.optimizer
+    _check_choice("optimizer.name", opt.name, OPTIMIZERS)
+    _check_positive("optimizer.lr", opt.lr)
+    if opt.weight_decay < 0:
+        raise RecipeError(f"optimizer.weight_decay: must be >= 0, got {opt.weight_decay}")
+    if not 0 <= opt.momentum < 1:
+        raise RecipeError(f"optimizer.momentum: must be in [0, 1), got {opt.momentum}")
+
+    sched = recipe.scheduler
+    _check_choice("scheduler.name", sched.name, SCHEDULERS)
+    for i, milestone in enumerate(sched.milestones):
+        _check_time(f"scheduler.milestones[{i}]", milestone, ("ep", "ba", "dur"))
+    _check_time("scheduler.warmup", sched.warmup, ("ep", "ba", "dur"))
+    _check_positive("scheduler.gamma", sched.gamma)
+
+    cutmix = recipe.algorithms.cutmix
+    if cutmix.enabled and data.dataset == "premixed":
+        raise RecipeError(
+            "algorithms.cutmix.enabled: premixed data is mixed already; "
+            "set algorithms.cutmix.enabled=false to train on it"
+        )
+    if cutmix.alpha < 0:
+        raise RecipeError(f"algorithms.cutmix.alpha: must be >= 0, got {cutmix.alpha}")
+    if not 0 <= cutmix.p <= 1:
+        raise RecipeError(f"algorithms.cutmix.p: must be in [0, 1], got {cutmix.p}")
+    if cutmix.stop_at is not None:
+        _check_time("algorithms.cutmix.stop_at", cutmix.stop_at, ("ep", "ba", "dur"))
+
+    ckpt = recipe.checkpoint
+    _check_time("checkpoint.save_interval", ckpt.save_interval, ("ep", "ba", "dur"))
+    if ckpt.autoresume and not ckpt.save_folder:
+        raise RecipeError("checkpoint.autoresume: needs checkpoint.save_folder")
+
+
+def as_dict(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as plain containers (for logging hyperparameters)."""
+    container = OmegaConf.to_container(OmegaConf.structured(recipe), resolve=True)
+    assert isinstance(container, dict)
+    return container  # type: ignore[return-value]

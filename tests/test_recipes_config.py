@@ -1,0 +1,121 @@
+"""Recipe loading, overrides and the errors a bad recipe gets (before any training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cutmix_train.cli import main
+from cutmix_train.config import Recipe, RecipeError, load_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+ALL_RECIPES = sorted(RECIPES.glob("*.yaml"))
+
+
+def test_recipes_directory_has_the_four_recipes() -> None:
+    names = {p.stem for p in ALL_RECIPES}
+    assert {
+        "demo",
+        "cifar10_resnet20_cutmix",
+        "cifar10_resnet20_baseline",
+        "cifar10_resnet20_premixed",
+    } <= names
+
+
+@pytest.mark.parametrize("path", ALL_RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_loads_and_names_itself(path: Path) -> None:
+    recipe = load_recipe(path)
+    assert isinstance(recipe, Recipe)
+    assert recipe.name == path.stem
+
+
+def test_cifar_recipes_differ_only_in_cutmix_and_name() -> None:
+    cutmix = load_recipe(RECIPES / "cifar10_resnet20_cutmix.yaml")
+    baseline = load_recipe(RECIPES / "cifar10_resnet20_baseline.yaml")
+    assert cutmix.algorithms.cutmix.enabled and not baseline.algorithms.cutmix.enabled
+    assert cutmix.algorithms.cutmix.alpha == 1.0
+    for section in ("model", "data", "train", "eval", "optimizer", "scheduler", "checkpoint"):
+        assert getattr(cutmix, section) == getattr(baseline, section), section
+    assert cutmix.optimizer.lr == 0.1 and cutmix.optimizer.momentum == 0.9
+    assert cutmix.train.batch_size == 128 and int(cutmix.train.max_duration[:-2]) >= 160
+
+
+def test_overrides_apply_in_order_and_keep_types() -> None:
+    recipe = load_recipe(
+        RECIPES / "demo.yaml",
+        ["train.batch_size=16", "optimizer.lr=0.5", "train.batch_size=32", "data.mean=[0.1,0.2,0.3]"],
+    )
+    assert recipe.train.batch_size == 32
+    assert recipe.optimizer.lr == 0.5
+    assert recipe.data.mean == [0.1, 0.2, 0.3]
+
+
+def test_print_recipe_shows_the_resolved_values() -> None:
+    result = CliRunner().invoke(main, [str(RECIPES / "demo.yaml"), "train.batch_size=16", "--print-recipe"])
+    assert result.exit_code == 0, result.output
+    assert "batch_size: 16" in result.stdout
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "overrides", "expected"),
+    [
+        ("train:\n  batch_sizee: 3\n", [], "train.batch_sizee"),
+        ("name: x\n", ["train.batch_size=abc"], "train.batch_size"),
+        ("train:\n  batch_size: [1, 2]\n", [], "train.batch_size"),
+        ("name: x\n", ["model.name=resnet21"], "model.name"),
+        ("name: x\n", ["data.dataset=imagenet"], "data.dataset"),
+        ("name: x\n", ["train.max_duration=ten"], "train.max_duration"),
+        ("name: x\n", ["optimizer.name=lamb"], "optimizer.name"),
+        ("name: x\n", ["bogus=1"], "bogus"),
+        ("name: x\n", ["train.batch_size"], "train.batch_size"),
+        (
+            "data:\n  dataset: premixed\n  local: somewhere\nalgorithms:\n  cutmix:\n    enabled: true\n",
+            [],
+            "algorithms.cutmix.enabled",
+        ),
+        ("- just\n- a list\n", [], "mapping"),
+    ],
+)
+def test_bad_recipe_fails_before_training_naming_the_key(
+    tmp_path: Path, yaml_text: str, overrides: list[str], expected: str
+) -> None:
+    with pytest.raises(RecipeError, match=expected.replace(".", r"\.")):
+        load_recipe(_write(tmp_path, yaml_text), overrides)
+    result = CliRunner().invoke(main, [str(tmp_path / "recipe.yaml"), *overrides])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit)  # a ClickException, not a crash
+    assert expected in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_recipe_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    result = CliRunner().invoke(main, [str(missing)])
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
+    assert str(missing) in result.output and "Traceback" not in result.output
+
+
+def test_missing_cifar_folder_is_named_before_training(tmp_path: Path) -> None:
+    root = tmp_path / "no-cifar-here"
+    args = [str(RECIPES / "cifar10_resnet20_cutmix.yaml"), f"data.root={root}", "checkpoint.autoresume=false"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
+    assert "data.root" in result.output and "cifar-10-batches-py" in result.output
+    assert str(root) in result.output and "Traceback" not in result.output
+
+
+def test_missing_premixed_shards_are_named(tmp_path: Path) -> None:
+    local = tmp_path / "no-shards"
+    args = [str(RECIPES / "cifar10_resnet20_premixed.yaml"), "data.remote=null", f"data.local={local}"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
+    assert "data.local" in result.output and str(local) in result.output
+    assert "Traceback" not in result.output

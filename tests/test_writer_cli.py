@@ -1,0 +1,238 @@
+"""cutmix-writer write/merge/preview: what lands in OUT, byte identity, safety, and flag errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from cutmix_algo.sampling import Box, kept_fraction
+from writer.cli import Destination, main
+from writer.sources import load_cifar10
+
+
+def run(*args: object) -> Result:
+    """Invoke the CLI in-process, quietly, with a single worker unless told otherwise."""
+    argv = [str(a) for a in args]
+    if argv[0] == "write":
+        if "--workers" not in argv:
+            argv += ["--workers", "1"]
+        argv.append("--no-progress")
+    return CliRunner().invoke(main, argv)
+
+
+def ok(*args: object) -> Result:
+    result = run(*args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def files(out: Path) -> dict[str, bytes]:
+    """Every file under ``out`` by relative path (the dataset's bytes)."""
+    return {
+        str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()
+    }
+
+
+def read_samples(out: Path, raw: bool = False) -> list:
+    """The dataset's samples in order, decoded (or their raw MDS bytes), read shard by shard."""
+    from streaming.base.format import reader_from_json
+
+    index = json.loads((out / "index.json").read_text())
+    rows = []
+    for info in index["shards"]:
+        reader = reader_from_json(str(out), "", info)
+        for i in range(info["samples"]):
+            rows.append(reader.get_sample_data(i) if raw else reader.get_item(i))
+    return rows
+
+
+def failed(result: Result, flag: str) -> None:
+    """A clean click failure: non-zero exit, the flag named, no traceback."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert flag in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def write(src: Path, out: Path, *extra: object) -> Result:
+    return ok("write", "--source", f"cifar10:{src}", "--out", out, "--batch-size", 16, *extra)
+
+
+def test_samples_are_cutmix_of_their_sources_one_box_per_batch(cifar_root: Path,
+                                                               tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write(cifar_root, out, "--epochs", 2, "--seed", 7)
+    source = load_cifar10(cifar_root, "train")
+    samples = read_samples(out)
+    assert len(samples) == 200
+    for epoch in range(2):
+        epoch_rows = samples[epoch * 100:(epoch + 1) * 100]
+        assert sorted(int(s["index_a"]) for s in epoch_rows) == list(range(100))
+        assert {int(s["epoch"]) for s in epoch_rows} == {epoch}
+        for start in range(0, 100, 16):
+            batch = epoch_rows[start:start + 16]
+            assert len({(float(s["lam"]), tuple(s["box"].tolist())) for s in batch}) == 1
+    for s in samples:
+        a, b, lam = int(s["index_a"]), int(s["index_b"]), float(s["lam"])
+        top, left, bottom, right = s["box"].tolist()
+        expected = source.images[a].copy()
+        expected[top:bottom, left:right] = source.images[b][top:bottom, left:right]
+        np.testing.assert_array_equal(s["image"], expected)
+        assert lam == kept_fraction(Box(top, left, bottom, right), 32, 32)
+        label = np.zeros(10)
+        label[source.labels[a]] += lam
+        label[source.labels[b]] += 1 - lam
+        np.testing.assert_allclose(s["label"], label, atol=1e-6)
+        assert s["label"].dtype == np.float32 and s["box"].dtype == np.int32
+    manifest = json.loads((out / "cutmix_manifest.json").read_text())
+    assert manifest["num_classes"] == 10 and manifest["class_names"][0] == "airplane"
+    assert manifest["source"]["fingerprint"] == source.fingerprint()
+    assert manifest["args"]["seed"] == 7 and manifest["tool_version"]
+
+
+def test_bytes_identical_across_workers_and_reruns_and_seed_matters(cifar_root: Path,
+                                                                   tmp_path: Path) -> None:
+    # A small size limit gives several shards, so shard boundaries are compared too.
+    common = ("--epochs", 3, "--size-limit", 200_000)
+    write(cifar_root, tmp_path / "w1", *common)
+    write(cifar_root, tmp_path / "w2", *common, "--workers", 2)
+    write(cifar_root, tmp_path / "again", *common)
+    write(cifar_root, tmp_path / "seed1", *common, "--seed", 1)
+    reference = files(tmp_path / "w1")
+    assert len([n for n in reference if n.endswith(".mds")]) > 1
+    assert files(tmp_path / "w2") == reference
+    assert files(tmp_path / "again") == reference
+    other = files(tmp_path / "seed1")
+    assert other.keys() == reference.keys()
+    assert other["shard.00000.mds"] != reference["shard.00000.mds"]
+
+
+def test_png_encoding_round_trips_to_the_raw_pixels(cifar_root: Path, tmp_path: Path) -> None:
+    write(cifar_root, tmp_path / "raw")
+    write(cifar_root, tmp_path / "png", "--encoding", "png")
+    raw, png = read_samples(tmp_path / "raw"), read_samples(tmp_path / "png")
+    for a, b in zip(raw, png):
+        assert isinstance(b["image"], Image.Image)
+        np.testing.assert_array_equal(np.asarray(b["image"]), a["image"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+
+
+def test_non_empty_out_is_refused_untouched_and_overwrite_replaces(cifar_root: Path,
+                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    result = run("write", "--source", f"cifar10:{cifar_root}", "--out", out)
+    failed(result, "--overwrite")
+    assert files(out) == {"precious.txt": b"keep me"}
+    write(cifar_root, tmp_path / "clean")
+    write(cifar_root, out, "--overwrite")
+    assert files(out) == files(tmp_path / "clean")
+
+
+def test_clear_removes_the_index_before_anything_else(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("a.mds", "index.json", "z.mds"):
+        (out / name).write_text("x")
+    removed = []
+    real_remove = os.remove
+    monkeypatch.setattr(os, "remove", lambda p: (removed.append(Path(p).name), real_remove(p)))
+    Destination(str(out)).clear()
+    assert removed[0] == "index.json" and sorted(removed) == ["a.mds", "index.json", "z.mds"]
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (("--alpha", "-1"), "--alpha"),
+        (("--alpha", "nan"), "--alpha"),
+        (("--batch-size", "0"), "--batch-size"),
+        (("--epochs", "0"), "--epochs"),
+        (("--workers", "0"), "--workers"),
+        (("--num-groups", "2", "--group", "2"), "--group"),
+        (("--num-groups", "2"), "--group"),
+        (("--num-groups", "99", "--group", "0"), "--num-groups"),
+        (("--compression", "lzma9"), "--compression"),
+        (("--encoding", "webp"), "--encoding"),
+    ],
+)
+def test_bad_write_flags_are_click_errors(cifar_root: Path, tmp_path: Path, args: tuple,
+                                          flag: str) -> None:
+    out = tmp_path / "out"
+    failed(run("write", "--source", f"cifar10:{cifar_root}", "--out", out, *args), flag)
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("spec", ["cifar10:{missing}", "cifar100:/x", "imagefolder:{missing}"])
+def test_bad_sources_are_click_errors(tmp_path: Path, spec: str) -> None:
+    source = spec.format(missing=tmp_path / "nowhere")
+    failed(run("write", "--source", source, "--out", tmp_path / "out"), "--source")
+
+
+def test_two_groups_merged_equal_a_single_write(cifar_root: Path, tmp_path: Path) -> None:
+    common = ("--epochs", 2, "--seed", 4)
+    write(cifar_root, tmp_path / "single", *common)
+    out = tmp_path / "groups"
+    write(cifar_root, out, *common, "--num-groups", 2, "--group", 1)
+    failed(run("merge", out), "group 0")
+    write(cifar_root, out, *common, "--num-groups", 2, "--group", 0)
+    ok("merge", out)
+    assert read_samples(out, raw=True) == read_samples(tmp_path / "single", raw=True)
+    assert (out / "cutmix_manifest.json").read_bytes() == (
+        tmp_path / "single" / "cutmix_manifest.json").read_bytes()
+    ok("verify", out)
+    ok("merge", out)  # merging again replaces the merged index
+    assert read_samples(out, raw=True) == read_samples(tmp_path / "single", raw=True)
+
+
+def test_preview_writes_a_png_grid(cifar_root: Path, tmp_path: Path) -> None:
+    write(cifar_root, tmp_path / "out")
+    ok("preview", tmp_path / "out", "--out", tmp_path / "grid.png", "--n", 6)
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.format == "PNG" and grid.size[0] > 100 and grid.size[1] > 100
+
+
+def _listed_shards_exist(out: Path) -> bool:
+    index = out / "index.json"
+    if not index.exists():
+        return True
+    shards = json.loads(index.read_text())["shards"]
+    return all((out / (s["zip_data"] or s["raw_data"])["basename"]).exists() for s in shards)
+
+
+def test_sigkill_mid_write_leaves_no_index_and_overwrite_recovers(cifar_root: Path,
+                                                                  tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    args = ["--source", f"cifar10:{cifar_root}", "--batch-size", "16", "--epochs", "150",
+            "--size-limit", "300000", "--workers", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "writer.cli", "write", "--out", str(out), *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while len(list(out.glob("shard.*.mds"))) < 2 and time.monotonic() < deadline:
+            assert proc.poll() is None, "the writer finished before it could be killed"
+            time.sleep(0.005)
+        assert proc.poll() is None, "the writer finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "index.json").exists() and _listed_shards_exist(out)
+    failed(run("write", "--out", out, *args), "--overwrite")
+    ok("write", "--out", out, *args, "--overwrite")
+    ok("write", "--out", tmp_path / "clean", *args)
+    assert files(out) == files(tmp_path / "clean")

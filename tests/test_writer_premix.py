@@ -1,0 +1,118 @@
+"""writer.premix: the schedule, the mixing through cutmix_algo, and the MDS row encoding."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cutmix_algo.sampling import derive_generator, kept_fraction, sample_params
+from writer.premix import (
+    ORDER_KEY,
+    MixedBatch,
+    Schedule,
+    column_encodings,
+    encode_rows,
+    epoch_order,
+    iter_encoded,
+    mix_batch,
+)
+from writer.sources import ImageSet, load_cifar10
+
+
+@pytest.fixture
+def source(cifar_root: Path) -> ImageSet:
+    return load_cifar10(cifar_root, "train")
+
+
+def test_epoch_order_and_batch_params_follow_the_documented_keys(source: ImageSet) -> None:
+    order = epoch_order(5, 3, len(source))
+    expected = torch.randperm(len(source), generator=derive_generator(5, 3, 2**32 - 1))
+    assert ORDER_KEY == 2**32 - 1
+    np.testing.assert_array_equal(order, expected.numpy())
+    mixed = mix_batch(source, order, seed=5, epoch=3, batch=2, batch_size=16, alpha=1.0)
+    params = sample_params(16, 32, 32, 1.0, derive_generator(5, 3, 2))
+    assert (mixed.lam, mixed.box) == (params.lam, params.box)
+    np.testing.assert_array_equal(mixed.index_a, order[32:48])
+    np.testing.assert_array_equal(mixed.index_b, order[32:48][params.perm.numpy()])
+
+
+def test_each_row_is_the_cutmix_of_its_two_sources(source: ImageSet) -> None:
+    before = source.images.copy()
+    order = epoch_order(0, 0, len(source))
+    for batch in range(7):  # 100 images in batches of 16: the last one has 4
+        mixed = mix_batch(source, order, seed=0, epoch=0, batch=batch, batch_size=16, alpha=1.0)
+        top, left, bottom, right = mixed.box
+        assert len(mixed.images) == (4 if batch == 6 else 16)
+        assert mixed.lam == kept_fraction(mixed.box, 32, 32)
+        for i, (a, b) in enumerate(zip(mixed.index_a, mixed.index_b)):
+            expected = source.images[a].copy()
+            expected[top:bottom, left:right] = source.images[b][top:bottom, left:right]
+            np.testing.assert_array_equal(mixed.images[i], expected)
+            label = np.zeros(10, np.float32)
+            label[source.labels[a]] += np.float32(mixed.lam)
+            label[source.labels[b]] += np.float32(1 - mixed.lam)
+            np.testing.assert_allclose(mixed.labels[i], label, rtol=0, atol=1e-6)
+        assert sorted(mixed.index_b.tolist()) == sorted(mixed.index_a.tolist())
+    np.testing.assert_array_equal(source.images, before)  # mixing worked on copies
+
+
+def test_schedule_groups_are_contiguous_and_cover_everything() -> None:
+    schedule = Schedule(num_images=100, batch_size=16, epochs=3)
+    assert (schedule.batches_per_epoch, schedule.total_batches) == (7, 21)
+    ranges = [schedule.group_range(4, g) for g in range(4)]
+    assert ranges[0][0] == 0 and ranges[-1][1] == 21
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert schedule.first_sample(7) == 100 and schedule.first_sample(9) == 132
+    tasks = schedule.tasks(3, 17)
+    covered = [e * 7 + b for e, first, end in tasks for b in range(first, end)]
+    assert covered == list(range(3, 17))
+    with pytest.raises(ValueError):
+        schedule.group_range(4, 4)
+
+
+def _mds_sample(mixed: MixedBatch, i: int, encoding: str) -> dict:
+    image = mixed.images[i] if encoding == "raw" else Image.fromarray(mixed.images[i])
+    return {
+        "box": np.asarray(mixed.box, np.int32),
+        "epoch": mixed.epoch,
+        "image": image,
+        "index_a": int(mixed.index_a[i]),
+        "index_b": int(mixed.index_b[i]),
+        "label": mixed.labels[i],
+        "lam": mixed.lam,
+    }
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png", "jpeg"])
+def test_encoded_rows_equal_mdswriter_encode_sample(source: ImageSet, tmp_path: Path,
+                                                    encoding: str) -> None:
+    from streaming import MDSWriter
+
+    mixed = mix_batch(source, epoch_order(1, 0, len(source)), 1, 0, 1, 8, 1.0)
+    rows = encode_rows(mixed, encoding)
+    writer = MDSWriter(out=str(tmp_path / "w"), columns=column_encodings(encoding, (32, 32, 3), 10))
+    for i in range(8):
+        assert rows[i] == writer.encode_sample(_mds_sample(mixed, i, encoding))
+    writer.finish()
+
+
+def test_png_rows_decode_to_the_raw_pixels(source: ImageSet) -> None:
+    mixed = mix_batch(source, epoch_order(0, 0, len(source)), 0, 0, 0, 8, 1.0)
+    for i, row in enumerate(encode_rows(mixed, "png")):
+        size = int(np.frombuffer(row[:4], np.uint32)[0])
+        png = row[4 + 20:4 + 20 + size]  # after the size header, box (16) and epoch (4)
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), mixed.images[i])
+
+
+def test_pool_workers_yield_the_same_rows_in_the_same_order(source: ImageSet) -> None:
+    schedule = Schedule(len(source), 8, 2)
+    kwargs = dict(seed=3, alpha=1.0, encoding="raw", start=2, stop=20)
+    one = [r for chunk in iter_encoded(source, schedule, workers=1, **kwargs) for r in chunk]
+    two = [r for chunk in iter_encoded(source, schedule, workers=2, **kwargs) for r in chunk]
+    assert len(one) == schedule.first_sample(20) - schedule.first_sample(2)
+    assert one == two

@@ -1,0 +1,96 @@
+"""cutmix-writer verify: passes on a good dataset, names the first bad shard or sample."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_cifar10
+from test_writer_cli import failed, ok, read_samples, run, write
+
+
+@pytest.fixture
+def dataset(cifar_root: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    write(cifar_root, out, "--epochs", 2, "--size-limit", 300_000)
+    return out
+
+
+def _rewrite(out: Path, tampered: Path, position: int, key: str, value: object) -> None:
+    """Copy ``out`` with one sample's column changed, through MDSWriter, so hashes stay valid."""
+    from streaming import MDSWriter
+
+    manifest = json.loads((out / "cutmix_manifest.json").read_text())
+    samples = read_samples(out)
+    samples[position][key] = value
+    with MDSWriter(out=str(tampered), columns=manifest["columns"], hashes=["sha1", "xxh64"],
+                   size_limit=300_000) as writer:
+        for sample in samples:
+            writer.write(sample)
+    shutil.copy(out / "cutmix_manifest.json", tampered / "cutmix_manifest.json")
+
+
+def test_verify_passes_on_a_good_dataset(dataset: Path, cifar_root: Path) -> None:
+    result = ok("verify", dataset, "--source", f"cifar10:{cifar_root}", "--split", "train")
+    assert "200 of 200" in result.output
+    assert "25 of 200" in ok("verify", dataset, "--sample", 0.125).output
+
+
+def test_a_flipped_shard_byte_names_the_shard(dataset: Path) -> None:
+    shard = dataset / "shard.00001.mds"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    failed(run("verify", dataset), "shard.00001.mds")
+
+
+def test_a_missing_shard_is_named(dataset: Path) -> None:
+    (dataset / "shard.00000.mds").unlink()
+    failed(run("verify", dataset), "shard.00000.mds")
+
+
+def test_a_wrong_lam_names_the_sample(dataset: Path, tmp_path: Path) -> None:
+    _rewrite(dataset, tmp_path / "bad", 137, "lam", 0.5)
+    result = run("verify", tmp_path / "bad")
+    failed(result, "sample 137")
+    assert "lam" in result.output
+
+
+def test_tampered_pixels_name_the_sample(dataset: Path, tmp_path: Path) -> None:
+    image = np.array(read_samples(dataset)[41]["image"])
+    image[0, 0, 0] ^= 0xFF
+    _rewrite(dataset, tmp_path / "bad", 41, "image", image)
+    result = run("verify", tmp_path / "bad")
+    failed(result, "sample 41")
+    assert "image" in result.output
+
+
+def test_another_source_is_refused_by_fingerprint(dataset: Path, tmp_path: Path) -> None:
+    other = write_cifar10(tmp_path / "other", seed=1)
+    failed(run("verify", dataset, "--source", f"cifar10:{other}", "--split", "train"),
+           "fingerprint")
+
+
+def test_compressed_png_dataset_verifies_and_catches_corruption(cifar_root: Path,
+                                                                tmp_path: Path) -> None:
+    out = tmp_path / "zstd"
+    write(cifar_root, out, "--encoding", "png", "--compression", "zstd")
+    ok("verify", out)
+    shard = out / "shard.00000.mds.zstd"
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0x40
+    shard.write_bytes(bytes(data))
+    failed(run("verify", out), "shard.00000.mds.zstd")
+
+
+@pytest.mark.parametrize("fraction", ["0", "1.5"])
+def test_bad_sample_fraction_is_a_click_error(dataset: Path, fraction: str) -> None:
+    failed(run("verify", dataset, "--sample", fraction), "--sample")
+
+
+def test_verify_without_a_dataset_is_a_click_error(tmp_path: Path, cifar_root: Path) -> None:
+    failed(run("verify", tmp_path, "--source", f"cifar10:{cifar_root}", "--split", "train"),
+           "cutmix_manifest.json")
