@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from cutmix_algo import CutMix  # noqa: E402
 from cutmix_train.augment import DeviceAugment, augment_before_mixing, random_crop_flip  # noqa: E402
-from cutmix_train.data import STATS, ImageBatchDataset, _already_batched  # noqa: E402
+from cutmix_train.data import STATS, ImageBatchDataset, already_batched  # noqa: E402
 from cutmix_train.models import InputNormalize, build_model  # noqa: E402
 
 
@@ -94,7 +94,7 @@ def make_loader(num_images: int, batch_size: int, seed: int = 0) -> DataLoader:
     dataset = ImageBatchDataset(images, labels)
     sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, drop_last=True, collate_fn=_already_batched,
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=True, collate_fn=already_batched,
         pin_memory=torch.cuda.is_available(),
     )  # fmt: skip
 
@@ -188,10 +188,7 @@ def main() -> None:
     print("| run | median step ms | samples/s | CutMix ms/step | CutMix share of step |")
     print("|---|---:|---:|---:|---:|")
     print(f"| ResNet-20, no CutMix | {base * 1e3:.1f} | {bs / base:.0f} | – | – |")
-    print(
-        f"| ResNet-20 + CutMix | {mixed * 1e3:.1f} | {bs / mixed:.0f} | {mix * 1e3:.3f} | "
-        f"{100 * mix / mixed:.2f}% |"
-    )
+    print(f"| ResNet-20 + CutMix | {mixed * 1e3:.1f} | {bs / mixed:.0f} | {mix * 1e3:.3f} | {100 * mix / mixed:.2f}% |")
     print(f"\nend-to-end difference of medians: {100 * (mixed - base) / base:+.1f}% (noisy on a shared machine)")
     print(f"input pipeline alone (dataloader + device copy + crop/flip + normalize): {pipeline:,.0f} images/s "
           f"= {pipeline / (bs / base):.0f}x the training rate")  # fmt: skip

@@ -114,9 +114,7 @@ class DeviceAugment(Algorithm):
         if self.pad == 0 and not self.hflip:
             return
         seed = self.seed if self.seed is not None else int(state.rank_zero_seed)
-        generator = derive_generator(
-            seed, dist.get_global_rank(), int(state.timestamp.batch.value), _STREAM
-        )
+        generator = derive_generator(seed, dist.get_global_rank(), int(state.timestamp.batch.value), _STREAM)
         images = state.batch_get_item(self.input_key)
         state.batch_set_item(self.input_key, random_crop_flip(images, self.pad, self.hflip, generator))
 

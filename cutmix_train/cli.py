@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,16 +25,26 @@ _DIST_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK
 
 
 def _launch(nproc: int, recipe: Path, overrides: tuple[str, ...]) -> int:
-    """Re-run this command in ``nproc`` processes under Composer's launcher; its exit status."""
+    """Re-run this command in ``nproc`` processes under Composer's launcher; its exit status.
+
+    The launcher and the ranks write to this process's stderr, and the launcher prints a cleanup
+    message after the ranks end; rank 0 hands its summary over in a file instead, so the summary
+    is still the last (and only) line on stdout.
+    """
     # The launcher takes its world size and ports from these when set: give it a clean slate.
     env = {k: v for k, v in os.environ.items() if k not in _DIST_VARS}
-    command = [
-        sys.executable, "-m", "composer.cli.launcher", "-n", str(nproc),
-        "-m", "cutmix_train.cli", str(recipe), *overrides,
-    ]  # fmt: skip
-    click.echo(f"launching: {' '.join(command)}", err=True)
-    sys.stderr.flush()
-    return subprocess.call(command, env=env)
+    with tempfile.TemporaryDirectory(prefix="cutmix-train-") as scratch:
+        summary_path = Path(scratch) / "summary.json"
+        command = [
+            sys.executable, "-m", "composer.cli.launcher", "-n", str(nproc),
+            "-m", "cutmix_train.cli", str(recipe), *overrides, "--summary", str(summary_path),
+        ]  # fmt: skip
+        click.echo(f"launching: {' '.join(command)}", err=True)
+        sys.stderr.flush()
+        status = subprocess.call(command, env=env, stdout=sys.stderr.fileno())
+        if status == 0 and summary_path.is_file():
+            click.echo(summary_path.read_text().strip())
+    return status
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,11 +59,26 @@ def _launch(nproc: int, recipe: Path, overrides: tuple[str, ...]) -> int:
 )
 @click.option("--dry-run", is_flag=True, help="Validate the recipe and build the Trainer, then exit.")
 @click.option("--print-recipe", is_flag=True, help="Print the resolved recipe as YAML and exit.")
-def main(recipe: Path, overrides: tuple[str, ...], nproc: int, dry_run: bool, print_recipe: bool) -> None:
+@click.option(
+    "--summary",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the JSON summary to this file (rank 0).",
+)
+def main(
+    recipe: Path,
+    overrides: tuple[str, ...],
+    nproc: int,
+    dry_run: bool,
+    print_recipe: bool,
+    summary: Path | None,
+) -> None:
     """Train the RECIPE (a YAML file), with optional dotted overrides such as train.batch_size=64.
 
     When training ends, the last line on stdout is a JSON object with at least name,
-    eval_accuracy, train_seconds and samples_per_second.
+    eval_accuracy, train_seconds and samples_per_second, printed by rank 0 only. (Run directly
+    under `composer -n N -m cutmix_train.cli`, the launcher prints a cleanup message after it;
+    --nproc N or --summary FILE give the summary alone.)
     """
     from cutmix_train.config import RecipeError, load_recipe, to_yaml
 
@@ -83,12 +109,15 @@ def main(recipe: Path, overrides: tuple[str, ...], nproc: int, dry_run: bool, pr
     start = time.perf_counter()
     trainer.fit()
     wall = time.perf_counter() - start
-    summary = summarize(trainer, config)
-    summary["wall_seconds"] = round(wall, 3)
+    result = summarize(trainer, config)
+    result["wall_seconds"] = round(wall, 3)
     trainer.close()
     if dist.get_global_rank() == 0:
+        line = json.dumps(result)
+        if summary is not None:
+            summary.write_text(line + "\n")
         sys.stderr.flush()
-        click.echo(json.dumps(summary))
+        click.echo(line)
 
 
 if __name__ == "__main__":

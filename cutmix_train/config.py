@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -33,7 +32,6 @@ __all__ = [
     "RecipeError",
     "SchedulerConfig",
     "TrainConfig",
-    "as_dict",
     "load_recipe",
     "to_yaml",
     "validate",
@@ -352,10 +350,3 @@ def validate(recipe: Recipe) -> None:
     _check_time("checkpoint.save_interval", ckpt.save_interval, ("ep", "ba", "dur"))
     if ckpt.autoresume and not ckpt.save_folder:
         raise RecipeError("checkpoint.autoresume: needs checkpoint.save_folder")
-
-
-def as_dict(recipe: Recipe) -> dict[str, Any]:
-    """The recipe as plain containers (for logging hyperparameters)."""
-    container = OmegaConf.to_container(OmegaConf.structured(recipe), resolve=True)
-    assert isinstance(container, dict)
-    return container  # type: ignore[return-value]

@@ -28,6 +28,7 @@ __all__ = [
     "STATS",
     "DataBundle",
     "ImageBatchDataset",
+    "already_batched",
     "build_data",
     "load_images",
     "per_rank_batch_size",
@@ -88,7 +89,7 @@ class ImageBatchDataset(Dataset):
         return self.images.index_select(0, index), self.labels.index_select(0, index)
 
 
-def _already_batched(batch: Any) -> Any:
+def already_batched(batch: Any) -> Any:
     """``collate_fn`` for :class:`ImageBatchDataset`: its ``__getitems__`` returns a batch."""
     return batch
 
@@ -97,9 +98,7 @@ def per_rank_batch_size(global_batch_size: int, key: str) -> int:
     """Split a global batch across ranks, or raise ``RecipeError`` naming ``key``."""
     world = dist.get_world_size()
     if global_batch_size % world:
-        raise RecipeError(
-            f"{key}: {global_batch_size} does not split evenly across {world} processes"
-        )
+        raise RecipeError(f"{key}: {global_batch_size} does not split evenly across {world} processes")
     return global_batch_size // world
 
 
@@ -146,9 +145,7 @@ def load_images(cfg: DataConfig, dataset: str, split: str) -> Any:
     raise RecipeError(f"data.dataset: unknown image source {dataset!r}")
 
 
-def _in_memory_loader(
-    images: Any, batch_size: int, *, train: bool, cfg: DataConfig, seed: int
-) -> DataLoader:
+def _in_memory_loader(images: Any, batch_size: int, *, train: bool, cfg: DataConfig, seed: int) -> DataLoader:
     dataset = ImageBatchDataset(images.images, images.labels)
     sampler = dist.get_sampler(dataset, shuffle=train, drop_last=train, seed=seed)
     return DataLoader(
@@ -156,7 +153,7 @@ def _in_memory_loader(
         batch_size=batch_size,
         sampler=sampler,
         drop_last=train,
-        collate_fn=_already_batched,
+        collate_fn=already_batched,
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
         pin_memory=torch.cuda.is_available(),
@@ -208,9 +205,9 @@ def _premixed_loader(cfg: DataConfig, batch_size: int) -> DataLoader:
             shuffle_seed=cfg.shuffle_seed,
             batch_size=batch_size,
         )
-    except Exception as e:
-        where = cfg.remote or cfg.local
-        raise RecipeError(f"data.remote: cannot open the pre-mixed dataset at {where}: {e}") from None
+    except Exception as e:  # streaming's errors: a bad index, an unreachable bucket, a busy cache
+        key, where = ("data.remote", cfg.remote) if cfg.remote else ("data.local", cfg.local)
+        raise RecipeError(f"{key}: cannot open the pre-mixed dataset at {where}: {e}") from None
     return StreamingDataLoader(
         dataset,
         batch_size=batch_size,
@@ -251,8 +248,7 @@ def build_data(cfg: DataConfig, train_batch_size: int, eval_batch_size: int, see
     eval_images = load_images(cfg, source, "test")
     if eval_images.num_classes != num_classes:
         raise RecipeError(
-            f"data.eval_dataset: {source} has {eval_images.num_classes} classes but the training "
-            f"data has {num_classes}"
+            f"data.eval_dataset: {source} has {eval_images.num_classes} classes but the training data has {num_classes}"
         )
     eval_loader = _in_memory_loader(eval_images, eval_bs, train=False, cfg=cfg, seed=seed)
     mean, std = STATS[source]

@@ -67,12 +67,21 @@ def results_table(rows: list[tuple[str, dict]]) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("demo_out"),
-              show_default=True, help="Where the shards, logs and results go.")
-@click.option("--recipe", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=RECIPE,
-              show_default=True, help="The online-CutMix recipe to compare (digits data).")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Writer processes.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("demo_out"),
+    show_default=True,
+    help="Where the shards, logs and results go.",
+)
+@click.option(
+    "--recipe",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=RECIPE,
+    show_default=True,
+    help="The online-CutMix recipe to compare (digits data).",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Writer processes.")
 def main(out: Path, recipe: Path, workers: int) -> None:
     """Write and verify pre-mixed digits shards, train online and pre-mixed, print a table."""
     from cutmix_train.config import RecipeError, load_recipe

@@ -119,3 +119,10 @@ def test_missing_premixed_shards_are_named(tmp_path: Path) -> None:
     assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
     assert "data.local" in result.output and str(local) in result.output
     assert "Traceback" not in result.output
+
+
+def test_dry_run_builds_the_trainer_and_stops() -> None:
+    result = CliRunner().invoke(main, [str(RECIPES / "demo.yaml"), "--dry-run", "logging.progress_bar=false"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # no training, so no summary
+    assert "trainer built" in result.stderr
