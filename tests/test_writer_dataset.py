@@ -83,7 +83,7 @@ def test_streaming_dataloader_resumes_mid_epoch(dataset: Path) -> None:
     resumed.load_state_dict(state)
     rest = list(resumed)
     assert len(rest) == len(full) - 5
-    for (xa, ya), (xb, yb) in zip(rest, full[5:]):
+    for (xa, ya), (xb, yb) in zip(rest, full[5:], strict=True):
         torch.testing.assert_close(xa, xb, rtol=0, atol=0)
         torch.testing.assert_close(ya, yb, rtol=0, atol=0)
 

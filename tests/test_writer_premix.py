@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def test_each_row_is_the_cutmix_of_its_two_sources(source: ImageSet) -> None:
         top, left, bottom, right = mixed.box
         assert len(mixed.images) == (4 if batch == 6 else 16)
         assert mixed.lam == kept_fraction(mixed.box, 32, 32)
-        for i, (a, b) in enumerate(zip(mixed.index_a, mixed.index_b)):
+        for i, (a, b) in enumerate(zip(mixed.index_a, mixed.index_b, strict=True)):
             expected = source.images[a].copy()
             expected[top:bottom, left:right] = source.images[b][top:bottom, left:right]
             np.testing.assert_array_equal(mixed.images[i], expected)
@@ -66,7 +67,7 @@ def test_schedule_groups_are_contiguous_and_cover_everything() -> None:
     assert (schedule.batches_per_epoch, schedule.total_batches) == (7, 21)
     ranges = [schedule.group_range(4, g) for g in range(4)]
     assert ranges[0][0] == 0 and ranges[-1][1] == 21
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
     assert schedule.first_sample(7) == 100 and schedule.first_sample(9) == 132
     tasks = schedule.tasks(3, 17)
     covered = [e * 7 + b for e, first, end in tasks for b in range(first, end)]

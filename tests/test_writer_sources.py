@@ -119,7 +119,7 @@ def test_load_mds_reads_ndarray_and_png_columns(tmp_path: Path, cifar_root: Path
     for encoding in ("ndarray:uint8", "png"):
         out = tmp_path / encoding.replace(":", "_")
         with MDSWriter(out=str(out), columns={"image": encoding, "label": "int"}) as writer:
-            for image, label in zip(source.images, source.labels):
+            for image, label in zip(source.images, source.labels, strict=True):
                 value = image if encoding.startswith("ndarray") else Image.fromarray(image)
                 writer.write({"image": value, "label": int(label)})
         loaded = load_mds(str(out))

@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import click
 import numpy as np
 import torch
 
-from cutmix_algo.sampling import Box, check_alpha, derive_generator, sample_params
+from cutmix_algo.sampling import check_alpha, derive_generator
 from writer.premix import (
     DEFAULT_SIZE_LIMIT,
     ENCODINGS,
@@ -32,11 +33,11 @@ from writer.premix import (
     MANIFEST_NAME,
     PremixConfig,
     Schedule,
+    ScheduleLookup,
     build_manifest,
     config_from_manifest,
     default_workers,
     encode_rows,
-    epoch_order,
     iter_encoded,
     manifest_bytes,
     mix_pair,
@@ -223,7 +224,7 @@ class WriteSummary:
     seconds: float
 
 
-def _row_writer(on_shard: Callable[[str], None], **kwargs: object) -> object:
+def _row_writer(on_shard: Callable[[str], None], **kwargs: Any) -> Any:
     from streaming import MDSWriter
 
     class RowWriter(MDSWriter):
@@ -241,7 +242,7 @@ def _row_writer(on_shard: Callable[[str], None], **kwargs: object) -> object:
             info = self.shards[-1]
             on_shard((info["zip_data"] or info["raw_data"])["basename"])
 
-    return RowWriter(**kwargs)  # type: ignore[arg-type]
+    return RowWriter(**kwargs)
 
 
 def write_premixed(
@@ -281,16 +282,18 @@ def write_premixed(
 
     schedule = Schedule(len(source), config.batch_size, config.epochs)
     stop = schedule.total_batches if stop is None else stop
-    end_sample = schedule.first_sample(stop) if stop < schedule.total_batches else None
-    total = (end_sample or schedule.total_samples) - schedule.first_sample(start)
+    total = schedule.first_sample(stop) - schedule.first_sample(start)
     uploads = ThreadPoolExecutor(max_workers=4) if destination.remote else None
     futures: list[Future] = []
 
     def on_shard(basename: str) -> None:
         if uploads is None:
             destination.publish(basename)
-        else:
-            futures.append(uploads.submit(destination.publish, basename))
+            return
+        for future in futures:  # stop early, not after mixing everything, if an upload failed
+            if future.done() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        futures.append(uploads.submit(destination.publish, basename))
 
     began = time.perf_counter()
     writer = _row_writer(
@@ -308,19 +311,19 @@ def write_premixed(
                   disable=not progress, mininterval=0.5) as bar:
             for rows in chunks:
                 for row in rows:
-                    writer.write(row)  # type: ignore[attr-defined]
+                    writer.write(row)
                 bar.update(len(rows))
-        writer.finish()  # type: ignore[attr-defined]  # last shard; index.json in staging
+        writer.finish()  # last shard; index.json in staging
         for future in futures:
             future.result()  # an upload failure surfaces here, before any index is published
         destination.publish_bytes(MANIFEST_NAME, manifest_bytes(manifest))
         destination.publish(INDEX_NAME)
     finally:
-        writer.cancel_future_jobs()  # type: ignore[attr-defined]
+        writer.cancel_future_jobs()
         if uploads is not None:
             uploads.shutdown(wait=True, cancel_futures=True)
         destination.close()
-    shards = writer.shards  # type: ignore[attr-defined]
+    shards = writer.shards
     size = sum((s["zip_data"] or s["raw_data"])["bytes"] for s in shards)
     return WriteSummary(total, len(shards), size, time.perf_counter() - began)
 
@@ -353,6 +356,7 @@ def merge_groups(out: str, retry: int = 2) -> int:
 
     Raises:
         click.ClickException: if a group is missing, unfinished or from other arguments.
+        DestinationError: if OUT cannot be reached or written.
     """
     from streaming.base.util import merge_index
 
@@ -392,8 +396,11 @@ def merge_groups(out: str, retry: int = 2) -> int:
         finally:
             destination.close()
         urls = [join_uri(destination.uri, _group_name(i), INDEX_NAME) for i in range(count)]
-        # keep_local: for a local OUT the "local copy" is OUT itself.
-        merge_index(urls, destination.uri, keep_local=not destination.remote)
+        try:
+            # keep_local: for a local OUT the "local copy" is OUT itself.
+            merge_index(urls, destination.uri, keep_local=not destination.remote)
+        except Exception as e:  # downloads and uploads of indexes; streaming raises many kinds
+            raise DestinationError(f"cannot merge the group indexes under {out}: {e}") from None
     return count
 
 
@@ -530,46 +537,29 @@ def verify_dataset(out: str, source: ImageSet, sample: float = 1.0) -> VerifyRep
         expected_total = (group["num_samples"] if group else manifest["num_samples"])
         if total != expected_total:
             raise VerifyError(f"the dataset holds {total} samples, the manifest {expected_total}")
-        orders: dict[int, np.ndarray] = {}
-        params: dict[tuple[int, int], tuple] = {}
         _, height, width, _ = source.images.shape
+        lookup = ScheduleLookup(schedule, config.seed, config.alpha, height, width)
         chosen = _choose(total, sample)
         for position in chosen:
             shard_id = int(np.searchsorted(ends, position, side="right"))
-            local = int(position - (ends[shard_id - 1] if shard_id else 0))
             reader = readers[shard_id]
-            data = reader.get_sample_data(local)
+            data = reader.get_sample_data(int(position - (ends[shard_id - 1] if shard_id else 0)))
             stored = reader.decode_sample(data)
-            global_position = offset + int(position)
-            epoch, rest = divmod(global_position, schedule.num_images)
-            batch, row = divmod(rest, schedule.batch_size)
-            if epoch not in orders:
-                orders = {epoch: epoch_order(config.seed, epoch, schedule.num_images)}
-            if (epoch, batch) not in params:
-                drawn = sample_params(schedule.batch_len(batch), height, width, config.alpha,
-                                      derive_generator(config.seed, epoch, batch))
-                params = {(epoch, batch): drawn}
-            lam, box, perm = params[(epoch, batch)]
-            first = batch * schedule.batch_size
-            index_a = int(orders[epoch][first + row])
-            index_b = int(orders[epoch][first + int(perm[row])])
-            where = (f"sample {position} (epoch {epoch}, batch {batch}, row {row}; "
-                     f"shard {shard_id} {reader.raw_data.basename})")
-            expected = {"epoch": epoch, "index_a": index_a, "index_b": index_b, "lam": lam,
-                        "box": np.asarray(box, np.int32)}
-            for key, value in expected.items():
-                if not np.array_equal(np.asarray(stored[key]), np.asarray(value)):
-                    raise VerifyError(
-                        f"{where}: {key} is {np.asarray(stored[key]).tolist()} but the seed's "
-                        f"schedule gives {np.asarray(value).tolist()}"
-                    )
-            row_bytes = encode_rows(mix_pair(source, index_a, index_b, lam, Box(*box), epoch),
-                                    config.encoding)[0]
-            if row_bytes != data:
-                column = _first_difference(stored, reader.decode_sample(row_bytes))
+            want = lookup(offset + int(position))
+            where = (f"sample {position} (epoch {want.epoch}, batch {want.batch}, row {want.row}; "
+                     f"shard {reader.raw_data.basename})")
+            for key in ("epoch", "index_a", "index_b", "lam", "box"):
+                value = np.asarray(getattr(want, key))
+                if not np.array_equal(np.asarray(stored[key]), value):
+                    raise VerifyError(f"{where}: {key} is {np.asarray(stored[key]).tolist()} but "
+                                      f"the seed's schedule gives {value.tolist()}")
+            mixed = mix_pair(source, want.index_a, want.index_b, want.lam, want.box, want.epoch)
+            expected = encode_rows(mixed, config.encoding)[0]
+            if expected != data:
+                column = _first_difference(stored, reader.decode_sample(expected))
                 raise VerifyError(
-                    f"{where}: {column} differs from the CutMix of source images {index_a} "
-                    f"and {index_b} by box {tuple(box)}"
+                    f"{where}: {column} differs from the CutMix of source images "
+                    f"{want.index_a} and {want.index_b} by box {tuple(want.box)}"
                 )
         return VerifyReport(len(shards), len(chosen), total)
 
@@ -721,10 +711,9 @@ def write(source: str, split: str, out: str, alpha: float, batch_size: int, epoc
                     f"{num_groups} groups for {schedule.total_batches} batches: some would be "
                     "empty", param_hint="'--num-groups'")
             start, stop = schedule.group_range(num_groups, group)  # type: ignore[arg-type]
-            end = schedule.first_sample(stop) if stop < schedule.total_batches else None
             group_info = {
                 "index": group, "count": num_groups, "start_batch": start, "stop_batch": stop,
-                "num_samples": (end or schedule.total_samples) - schedule.first_sample(start),
+                "num_samples": schedule.first_sample(stop) - schedule.first_sample(start),
             }
         manifest = build_manifest(images, config, source_spec=source, split=split,
                                   image_size=image_size, group=group_info)
