@@ -1,8 +1,14 @@
-"""CutMix for MosaicML Composer: one λ and one box per batch, mixed in place on the device."""
+"""CutMix for MosaicML Composer: one λ and one box per batch, mixed in place on the device.
+
+``CutMix`` and ``DenseTargetMetric`` need Composer, whose import is slow and replaces the
+process's SIGTERM/SIGINT handlers; they load on first use, so the functional API (and the
+offline writer's worker processes) import in a fraction of a second.
+"""
 
 from __future__ import annotations
 
-from cutmix_algo.algorithm import CutMix, DenseTargetMetric
+from typing import TYPE_CHECKING, Any
+
 from cutmix_algo.functional import CutMixOutput, cutmix_batch, mix_targets, one_hot, paste_box_
 from cutmix_algo.sampling import (
     Box,
@@ -13,6 +19,9 @@ from cutmix_algo.sampling import (
     sample_lam,
     sample_params,
 )
+
+if TYPE_CHECKING:
+    from cutmix_algo.algorithm import CutMix, DenseTargetMetric
 
 __all__ = [
     "Box",
@@ -30,3 +39,13 @@ __all__ = [
     "sample_lam",
     "sample_params",
 ]
+
+_LAZY = {"CutMix", "DenseTargetMetric"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from cutmix_algo import algorithm
+
+        return getattr(algorithm, name)
+    raise AttributeError(f"module 'cutmix_algo' has no attribute {name!r}")

@@ -44,3 +44,16 @@ def test_two_batch_trainer_fit_on_cpu() -> None:
     trainer.fit()
     assert int(trainer.state.timestamp.batch) == 2
     assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=False))
+
+
+def test_functional_api_imports_without_composer() -> None:
+    # Composer's import is slow and swaps signal handlers: the writer's workers must not pay it.
+    import subprocess
+    import sys
+
+    code = "import sys, cutmix_algo; cutmix_algo.cutmix_batch; print('composer' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    code = "import sys, cutmix_algo; cutmix_algo.CutMix; print('composer' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
