@@ -20,3 +20,5 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/op.py
+	$(PY) bench/train.py
+	$(PY) bench/writer.py
