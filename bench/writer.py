@@ -39,9 +39,10 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 # One group's work as a subprocess: load the source, time write_premixed alone, print JSON.
 _GROUP_SCRIPT = """
 import json, sys, time
-from writer.cli import Destination, write_premixed
 from writer.premix import PremixConfig, Schedule, build_manifest
 from writer.sources import open_source
+from writer.store import Destination
+from writer.write import write_premixed
 
 def main():
     root, out, encoding, batch_size, groups, group = sys.argv[1:7]
@@ -106,8 +107,9 @@ def _streaming(source: object, out: str, *, encoding: str) -> float:
 
 
 def _ours(source: object, out: str, *, encoding: str, batch_size: int, workers: int) -> float:
-    from writer.cli import Destination, write_premixed
     from writer.premix import PremixConfig, build_manifest
+    from writer.store import Destination
+    from writer.write import write_premixed
 
     config = PremixConfig(batch_size=batch_size, encoding=encoding)
     manifest = build_manifest(source, config, source_spec="bench", split="train")

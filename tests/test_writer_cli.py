@@ -16,8 +16,9 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from cutmix_algo.sampling import Box, kept_fraction
-from writer.cli import Destination, main
+from writer.cli import main
 from writer.sources import load_cifar10
+from writer.store import Destination
 
 
 def run(*args: object) -> Result:

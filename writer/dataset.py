@@ -18,6 +18,7 @@ import torch
 from streaming import StreamingDataset
 
 from writer.premix import MANIFEST_NAME
+from writer.uri import fetch, is_remote
 
 __all__ = ["PremixedDataset", "read_manifest"]
 
@@ -40,24 +41,20 @@ def read_manifest(remote_or_local: str) -> dict:
         >>> read_manifest("/data/cifar10-cutmix")["num_classes"]  # doctest: +SKIP
         10
     """
-    if "://" not in remote_or_local:
+    if not is_remote(remote_or_local):
         path = os.path.join(remote_or_local, MANIFEST_NAME)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no {MANIFEST_NAME} in {remote_or_local}: not a pre-mixed "
                                     "dataset written by cutmix-writer")
         with open(path) as f:
             return json.load(f)
-    from streaming.base.storage.download import CloudDownloader
-
     with tempfile.TemporaryDirectory(prefix="cutmix-manifest-") as scratch:
-        local = os.path.join(scratch, MANIFEST_NAME)
         try:
-            CloudDownloader.direct_download(f"{remote_or_local.rstrip('/')}/{MANIFEST_NAME}",
-                                            local, 60)
+            fetch(remote_or_local, [MANIFEST_NAME], scratch)
         except Exception as e:
             raise FileNotFoundError(
                 f"cannot read {MANIFEST_NAME} from {remote_or_local}: {e}") from None
-        with open(local) as f:
+        with open(os.path.join(scratch, MANIFEST_NAME)) as f:
             return json.load(f)
 
 

@@ -158,6 +158,19 @@ def epoch_order(seed: int, epoch: int, num_images: int) -> np.ndarray:
     return torch.randperm(num_images, generator=generator).numpy()
 
 
+class _LastEpochOrder:
+    """:func:`epoch_order`, keeping the last epoch's: callers walk the schedule epoch by epoch."""
+
+    def __init__(self, seed: int, num_images: int) -> None:
+        self.seed, self.num_images = seed, num_images
+        self._last: tuple[int, np.ndarray] | None = None
+
+    def __call__(self, epoch: int) -> np.ndarray:
+        if self._last is None or self._last[0] != epoch:
+            self._last = (epoch, epoch_order(self.seed, epoch, self.num_images))
+        return self._last[1]
+
+
 def _mix(source: ImageSet, index: np.ndarray, lam: float, box: Box, perm: torch.Tensor,
          epoch: int) -> MixedBatch:
     images = source.images[index]  # fancy indexing copies: the source stays untouched
@@ -241,20 +254,19 @@ class ScheduleLookup:
                  width: int) -> None:
         self.schedule, self.seed, self.alpha = schedule, seed, alpha
         self.height, self.width = height, width
-        self._order: tuple[int, np.ndarray] | None = None
+        self._order = _LastEpochOrder(seed, schedule.num_images)
         self._params: tuple[tuple[int, int], CutMixParams] | None = None
 
     def __call__(self, position: int) -> Provenance:
         schedule = self.schedule
         epoch, rest = divmod(position, schedule.num_images)
         batch, row = divmod(rest, schedule.batch_size)
-        if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, epoch_order(self.seed, epoch, schedule.num_images))
+        order = self._order(epoch)
         if self._params is None or self._params[0] != (epoch, batch):
             params = sample_params(schedule.batch_len(batch), self.height, self.width,
                                    self.alpha, derive_generator(self.seed, epoch, batch))
             self._params = ((epoch, batch), params)
-        order, params = self._order[1], self._params[1]
+        params = self._params[1]
         first = batch * schedule.batch_size
         return Provenance(epoch, batch, row, int(order[first + row]),
                           int(order[first + int(params.perm[row])]), params.lam, params.box)
@@ -355,12 +367,7 @@ class _Encoder:
                  encoding: str) -> None:
         self.source, self.seed, self.alpha = source, seed, alpha
         self.batch_size, self.encoding = batch_size, encoding
-        self._order: tuple[int, np.ndarray] | None = None
-
-    def order(self, epoch: int) -> np.ndarray:
-        if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, epoch_order(self.seed, epoch, len(self.source)))
-        return self._order[1]
+        self.order = _LastEpochOrder(seed, len(source))
 
     def __call__(self, task: tuple[int, int, int]) -> list[bytes]:
         epoch, first, end = task

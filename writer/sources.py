@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from writer.uri import is_remote
+
 __all__ = [
     "SPLITS",
     "ImageSet",
@@ -278,15 +280,15 @@ def load_mds(
     from streaming import StreamingDataset
     from streaming.base.util import clean_stale_shared_memory
 
-    is_remote = "://" in uri
-    if not is_remote and not (Path(uri) / (split or "") / "index.json").is_file():
+    remote = is_remote(uri)
+    if not remote and not (Path(uri) / (split or "") / "index.json").is_file():
         raise SourceError(f"MDS dataset not found: no index.json under {Path(uri) / (split or '')}")
     clean_stale_shared_memory()
     with tempfile.TemporaryDirectory(prefix="cutmix-mds-src-") as cache:
         try:
             dataset = StreamingDataset(
-                remote=uri if is_remote else None,
-                local=cache if is_remote else uri,
+                remote=uri if remote else None,
+                local=cache if remote else uri,
                 split=split,
                 shuffle=False,
                 batch_size=1,

@@ -1,0 +1,93 @@
+"""Joining the groups of a scaled-out write (``OUT/group-0`` … ``group-{G-1}``) into one dataset.
+
+streaming is imported inside :func:`merge_groups`: its package import pulls in transformers,
+which would make ``cutmix-writer --help`` take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from writer.premix import INDEX_NAME, MANIFEST_NAME, manifest_bytes
+from writer.store import Destination, DestinationError
+from writer.uri import join_uri, read_json
+
+__all__ = ["MergeError", "group_name", "merge_groups"]
+
+
+class MergeError(Exception):
+    """The groups under OUT cannot be joined: one is missing, unfinished or from other arguments."""
+
+
+def group_name(index: int) -> str:
+    """The folder, relative to OUT, that group ``index`` is written into."""
+    return f"group-{index}"
+
+
+def _strip_group(manifest: dict) -> dict:
+    return {k: v for k, v in manifest.items() if k != "group"}
+
+
+def merge_groups(out: str, retry: int = 2) -> int:
+    """Join ``OUT/group-0`` … ``OUT/group-{G-1}`` into one dataset at ``OUT``.
+
+    The manifest (without its ``group`` entry, so byte-equal to a single write's) is published
+    first, then streaming's ``merge_index`` writes the joined ``index.json``.
+
+    Args:
+        out: the folder or URI holding the groups.
+        retry: attempts per upload.
+
+    Returns:
+        int: the number of groups merged.
+
+    Raises:
+        MergeError: if a group is missing, unfinished or from other arguments.
+        DestinationError: if OUT cannot be reached or written.
+    """
+    from streaming.base.util import merge_index
+
+    with tempfile.TemporaryDirectory(prefix="cutmix-merge-") as scratch:
+        manifests = []
+        count = None
+        index = 0
+        while count is None or index < count:
+            name = group_name(index)
+            try:
+                manifest = read_json(out, f"{name}/{MANIFEST_NAME}", scratch)
+                read_json(out, f"{name}/{INDEX_NAME}", scratch)
+            except (FileNotFoundError, json.JSONDecodeError):
+                raise MergeError(
+                    f"group {index} is missing or unfinished: no {name}/{INDEX_NAME} with its "
+                    f"{MANIFEST_NAME} under {out}; write it with --group {index}"
+                ) from None
+            group = manifest.get("group")
+            if group is None or group.get("index") != index:
+                raise MergeError(f"{join_uri(out, name)} is not group {index}")
+            count = group["count"] if count is None else count
+            reference = manifests[0] if manifests else manifest
+            if group["count"] != count or _strip_group(manifest) != _strip_group(reference):
+                raise MergeError(
+                    f"group {index} was written with other arguments or another source than "
+                    "group 0; rewrite it"
+                )
+            manifests.append(manifest)
+            index += 1
+        destination = Destination(out, retry=retry)
+        try:
+            if not destination.remote:
+                index_path = os.path.join(destination.uri, INDEX_NAME)
+                if os.path.lexists(index_path):
+                    os.remove(index_path)  # merge_index refuses to replace it
+            destination.publish_bytes(MANIFEST_NAME, manifest_bytes(_strip_group(manifests[0])))
+        finally:
+            destination.close()
+        urls = [join_uri(destination.uri, group_name(i), INDEX_NAME) for i in range(count)]
+        try:
+            # keep_local: for a local OUT the "local copy" is OUT itself.
+            merge_index(urls, destination.uri, keep_local=not destination.remote)
+        except Exception as e:  # downloads and uploads of indexes; streaming raises many kinds
+            raise DestinationError(f"cannot merge the group indexes under {out}: {e}") from None
+    return count

@@ -1,0 +1,143 @@
+"""Writing one pre-mixed dataset: mixed rows into MDS shards, published as they are flushed.
+
+streaming is imported inside the functions that use it: its package import pulls in
+transformers, which would make ``cutmix-writer --help`` take seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from writer.premix import (
+    INDEX_NAME,
+    MANIFEST_NAME,
+    PremixConfig,
+    Schedule,
+    iter_encoded,
+    manifest_bytes,
+)
+from writer.sources import ImageSet
+from writer.store import Destination
+
+__all__ = ["HASHES", "WriteSummary", "write_premixed"]
+
+HASHES = ["sha1", "xxh64"]
+
+
+@dataclass(frozen=True)
+class WriteSummary:
+    """What a write produced."""
+
+    samples: int
+    shards: int
+    bytes: int
+    seconds: float
+
+
+def _row_writer(on_shard: Callable[[str], None], **kwargs: Any) -> Any:
+    from streaming import MDSWriter
+
+    class RowWriter(MDSWriter):
+        """An ``MDSWriter`` fed rows :func:`encode_rows` already encoded.
+
+        It keeps MDSWriter's shard layout, size limit, compression, hashes and index, and
+        reports each shard's file name as soon as the shard is on disk.
+        """
+
+        def encode_sample(self, sample: bytes) -> bytes:  # type: ignore[override]
+            return sample
+
+        def flush_shard(self) -> None:
+            super().flush_shard()
+            info = self.shards[-1]
+            on_shard((info["zip_data"] or info["raw_data"])["basename"])
+
+    return RowWriter(**kwargs)
+
+
+def write_premixed(
+    source: ImageSet,
+    destination: Destination,
+    config: PremixConfig,
+    manifest: dict,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> WriteSummary:
+    """Pre-mix ``source`` into one MDS dataset at an empty ``destination``.
+
+    Shards are published as they are flushed, then the manifest, then ``index.json``; a crash
+    anywhere before the end leaves no index. Call it under ``if __name__ == "__main__":`` in
+    scripts: ``workers > 1`` starts processes.
+
+    Args:
+        source: the source images.
+        destination: where to publish (empty; see :meth:`Destination.clear`).
+        config: the arguments that decide the bytes.
+        manifest: the manifest to publish (:func:`writer.premix.build_manifest`).
+        start: first global batch to write (a group's share).
+        stop: end global batch (default: all).
+        workers: processes that mix and encode.
+        progress: show a tqdm bar (img/s) on stderr.
+
+    Returns:
+        WriteSummary: samples, shards, bytes and seconds.
+
+    Raises:
+        DestinationError: if an upload fails.
+    """
+    from tqdm import tqdm
+
+    schedule = Schedule(len(source), config.batch_size, config.epochs)
+    stop = schedule.total_batches if stop is None else stop
+    total = schedule.first_sample(stop) - schedule.first_sample(start)
+    uploads = ThreadPoolExecutor(max_workers=4) if destination.remote else None
+    futures: list[Future] = []
+
+    def on_shard(basename: str) -> None:
+        if uploads is None:
+            destination.publish(basename)
+            return
+        for future in futures:  # stop early, not after mixing everything, if an upload failed
+            if future.done() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        futures.append(uploads.submit(destination.publish, basename))
+
+    began = time.perf_counter()
+    writer = _row_writer(
+        on_shard,
+        out=destination.open_staging(),
+        columns=manifest["columns"],
+        compression=config.compression,
+        hashes=HASHES,
+        size_limit=config.size_limit,
+    )
+    try:
+        chunks = iter_encoded(source, schedule, seed=config.seed, alpha=config.alpha,
+                              encoding=config.encoding, start=start, stop=stop, workers=workers)
+        with tqdm(total=total, unit="img", unit_scale=True, desc="premix", file=sys.stderr,
+                  disable=not progress, mininterval=0.5) as bar:
+            for rows in chunks:
+                for row in rows:
+                    writer.write(row)
+                bar.update(len(rows))
+        writer.finish()  # last shard; index.json in staging
+        for future in futures:
+            future.result()  # an upload failure surfaces here, before any index is published
+        destination.publish_bytes(MANIFEST_NAME, manifest_bytes(manifest))
+        destination.publish(INDEX_NAME)
+    finally:
+        writer.cancel_future_jobs()
+        if uploads is not None:
+            uploads.shutdown(wait=True, cancel_futures=True)
+        destination.close()
+    shards = writer.shards
+    size = sum((s["zip_data"] or s["raw_data"])["bytes"] for s in shards)
+    return WriteSummary(total, len(shards), size, time.perf_counter() - began)
