@@ -206,6 +206,13 @@ def test_preview_writes_a_png_grid(cifar_root: Path, tmp_path: Path) -> None:
         assert grid.format == "PNG" and grid.size[0] > 100 and grid.size[1] > 100
 
 
+def test_preview_without_a_manifest_is_a_click_error(cifar_root: Path, tmp_path: Path) -> None:
+    write(cifar_root, tmp_path / "out")
+    (tmp_path / "out" / "cutmix_manifest.json").unlink()
+    failed(run("preview", tmp_path / "out", "--out", tmp_path / "grid.png"), "cutmix_manifest.json")
+    assert not (tmp_path / "grid.png").exists()
+
+
 def _listed_shards_exist(out: Path) -> bool:
     index = out / "index.json"
     if not index.exists():

@@ -40,8 +40,10 @@ def render_preview(out: str, png: str, n: int = 16) -> int:
 
     with tempfile.TemporaryDirectory(prefix="cutmix-preview-") as scratch:
         folder, index = local_dataset(out, scratch)
-        manifest = read_json(out, MANIFEST_NAME, scratch)
-        names = manifest["class_names"]
+        try:
+            names = read_json(out, MANIFEST_NAME, scratch)["class_names"]
+        except (OSError, ValueError, KeyError) as e:
+            raise VerifyError(f"{out}: no readable {MANIFEST_NAME} with class_names ({e})") from None
         shards = check_shards(folder, index, os.path.join(scratch, "unpacked"))
         samples = []
         for info, raw_folder in shards:
