@@ -227,6 +227,21 @@ class _NoClasses(ComposerModel):
         return F.cross_entropy(outputs, batch[1])
 
 
+def _fit_plain(model: ComposerModel, data: Dataset, algo: CutMix) -> Trainer:
+    """Two batches of 8 with only ``algo``: for models and batches other than ``_fit``'s."""
+    trainer = Trainer(
+        model=model,
+        train_dataloader=DataLoader(data, batch_size=8),
+        max_duration="2ba",
+        algorithms=[algo],
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.01),
+        device="cpu",
+        progress_bar=False,
+    )
+    trainer.fit()
+    return trainer
+
+
 def test_missing_num_classes_fails_at_fit_start() -> None:
     trainer = Trainer(
         model=_NoClasses(),
@@ -246,15 +261,7 @@ def test_num_classes_from_dense_targets() -> None:
     dense = torch.softmax(torch.rand(16, K, generator=g), dim=1)
     data = TensorDataset(torch.rand(16, C, H, W, generator=g), dense)
     algo = CutMix()
-    trainer = Trainer(
-        model=_NoClasses(),
-        train_dataloader=DataLoader(data, batch_size=8),
-        max_duration="2ba",
-        algorithms=[algo],
-        device="cpu",
-        progress_bar=False,
-    )
-    trainer.fit()
+    trainer = _fit_plain(_NoClasses(), data, algo)
     lam, perm = algo.last_lam, algo.last_perm
     assert lam is not None and perm is not None
     want = lam * dense[8:] + (1 - lam) * dense[8:][perm]
@@ -286,15 +293,7 @@ class _DictModel(_NoClasses):
 def test_dict_batches_with_keys() -> None:
     data = _DictData()
     algo = CutMix(input_key="image", target_key="label")
-    trainer = Trainer(
-        model=_DictModel(),
-        train_dataloader=DataLoader(data, batch_size=8),
-        max_duration="2ba",
-        algorithms=[algo],
-        device="cpu",
-        progress_bar=False,
-    )
-    trainer.fit()
+    trainer = _fit_plain(_DictModel(), data, algo)
     batch = trainer.state.batch
     expected = data.base.tensors[0][8:16].clone()
     assert algo.last_perm is not None
