@@ -33,14 +33,14 @@ def _eval_lines(log: Path) -> list[str]:
     return [line for line in log.read_text().splitlines() if "metrics/eval/" in line]
 
 
-def _online_run(tmp: Path, tag: str) -> tuple[dict, list[list[str]], list[list[str]]]:
+def _online_run(tmp: Path, tag: str, *overrides: str) -> tuple[dict, list[list[str]], list[list[str]]]:
     logs = tmp / tag
     logs.mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "cutmix_train.cli", "--nproc", "2", str(DEMO),
-         "train.max_duration=3ba", "train.batch_size=16", "eval.batch_size=60",
+         "train.max_duration=4ba", "train.batch_size=16", "eval.batch_size=60",
          "eval.subset_num_batches=2", "logging.progress_bar=false",
-         f"logging.file={logs}/rank{{rank}}.txt"],
+         f"logging.file={logs}/rank{{rank}}.txt", *overrides],
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -49,16 +49,24 @@ def _online_run(tmp: Path, tag: str) -> tuple[dict, list[list[str]], list[list[s
     return summary, [_lambdas(r) for r in ranks], [_eval_lines(r) for r in ranks]
 
 
-def test_two_process_online_cutmix_ranks_differ_and_repeat(tmp_path: Path) -> None:
-    summary, lams, evals = _online_run(tmp_path, "first")
-    assert summary["world_size"] == 2 and summary["batches"] == 3
-    assert len(lams[0]) == len(lams[1]) == 3
+def test_two_process_online_cutmix_ranks_differ_repeat_and_resume(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    summary, lams, evals = _online_run(
+        tmp_path, "first", f"checkpoint.save_folder={ckpt}", "checkpoint.save_interval=2ba"
+    )
+    assert summary["world_size"] == 2 and summary["batches"] == 4
+    assert len(lams[0]) == len(lams[1]) == 4
     assert lams[0] != lams[1], "both ranks drew the same boxes"
     # DDP keeps the replicas identical: both ranks report the same final metrics.
     assert evals[0] and evals[0] == evals[1]
     _, lams_again, evals_again = _online_run(tmp_path, "again")
     assert lams_again == lams
     assert evals_again == evals
+    # Resuming at batch 2 continues every rank's own sequence.
+    checkpoint = ckpt / "ep0-ba2-rank0.pt"
+    assert checkpoint.is_file(), sorted(p.name for p in ckpt.iterdir())
+    _, lams_resumed, _ = _online_run(tmp_path, "resumed", f"checkpoint.load_path={checkpoint}")
+    assert lams_resumed == [lams[0][2:], lams[1][2:]]
 
 
 def test_two_process_premixed_ranks_see_every_sample_once(tmp_path: Path) -> None:
