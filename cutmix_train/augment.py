@@ -69,7 +69,7 @@ def random_crop_flip(
 
 
 class DeviceAugment(Algorithm):
-    """Move each training batch to the device, then random-crop and flip it there.
+    """Move each training batch's images to the device, then random-crop and flip them there.
 
     Runs at ``Event.AFTER_DATALOADER`` on training batches only (eval batches never pass that
     event). Register :func:`augment_before_mixing` as an algorithm pass so it runs before CutMix.
@@ -110,13 +110,15 @@ class DeviceAugment(Algorithm):
         return event == Event.AFTER_DATALOADER
 
     def apply(self, event: Event, state: State, logger: Logger) -> None:
-        state.batch = state.device.batch_to_device(state.batch)
-        if self.pad == 0 and not self.hflip:
-            return
-        seed = self.seed if self.seed is not None else int(state.rank_zero_seed)
-        generator = derive_generator(seed, dist.get_global_rank(), int(state.timestamp.batch.value), _STREAM)
-        images = state.batch_get_item(self.input_key)
-        state.batch_set_item(self.input_key, random_crop_flip(images, self.pad, self.hflip, generator))
+        # Only the images move here: the labels stay on the host, where CutMix checks their range
+        # for free before it moves the rest of the batch (Composer moves it otherwise).
+        images = state.device.tensor_to_device(state.batch_get_item(self.input_key))
+        if self.pad or self.hflip:
+            seed = self.seed if self.seed is not None else int(state.rank_zero_seed)
+            batch = int(state.timestamp.batch.value)
+            generator = derive_generator(seed, dist.get_global_rank(), batch, _STREAM)
+            images = random_crop_flip(images, self.pad, self.hflip, generator)
+        state.batch_set_item(self.input_key, images)
 
 
 def augment_before_mixing(algorithms: Sequence[Algorithm], event: Event) -> Sequence[Algorithm]:

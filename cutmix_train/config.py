@@ -14,6 +14,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from cutmix_algo.sampling import check_alpha
+
 __all__ = [
     "DATASETS",
     "EVAL_DATASETS",
@@ -339,8 +341,10 @@ def validate(recipe: Recipe) -> None:
             "algorithms.cutmix.enabled: premixed data is mixed already; "
             "set algorithms.cutmix.enabled=false to train on it"
         )
-    if cutmix.alpha < 0:
-        raise RecipeError(f"algorithms.cutmix.alpha: must be >= 0, got {cutmix.alpha}")
+    try:
+        check_alpha(cutmix.alpha)  # the Algorithm's own check: also rejects NaN and inf
+    except ValueError as e:
+        raise RecipeError(f"algorithms.cutmix.alpha: {e}") from None
     if not 0 <= cutmix.p <= 1:
         raise RecipeError(f"algorithms.cutmix.p: must be in [0, 1], got {cutmix.p}")
     if cutmix.stop_at is not None:
@@ -348,5 +352,8 @@ def validate(recipe: Recipe) -> None:
 
     ckpt = recipe.checkpoint
     _check_time("checkpoint.save_interval", ckpt.save_interval, ("ep", "ba", "dur"))
+    load = ckpt.load_path
+    if load is not None and "://" not in load and "{" not in load and not Path(load).is_file():
+        raise RecipeError(f"checkpoint.load_path: no checkpoint file at {load}")
     if ckpt.autoresume and not ckpt.save_folder:
         raise RecipeError("checkpoint.autoresume: needs checkpoint.save_folder")

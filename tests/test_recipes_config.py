@@ -75,6 +75,10 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("name: x\n", ["train.max_duration=ten"], "train.max_duration"),
         ("name: x\n", ["optimizer.name=lamb"], "optimizer.name"),
         ("name: x\n", ["bogus=1"], "bogus"),
+        ("name: x\n", ["algorithms.cutmix.alpha=nan"], "algorithms.cutmix.alpha"),
+        ("name: x\n", ["algorithms.cutmix.alpha=-1"], "algorithms.cutmix.alpha"),
+        ("name: x\n", ["algorithms.cutmix.p=1.5"], "algorithms.cutmix.p"),
+        ("name: x\n", ["checkpoint.load_path=/no/such/ckpt.pt"], "checkpoint.load_path"),
         ("name: x\n", ["train.batch_size"], "train.batch_size"),
         (
             "data:\n  dataset: premixed\n  local: somewhere\nalgorithms:\n  cutmix:\n    enabled: true\n",

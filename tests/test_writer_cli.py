@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -180,6 +181,29 @@ def test_bad_write_flags_are_click_errors(cifar_root: Path, tmp_path: Path, args
 def test_bad_sources_are_click_errors(tmp_path: Path, spec: str) -> None:
     source = spec.format(missing=tmp_path / "nowhere")
     failed(run("write", "--source", source, "--out", tmp_path / "out"), "--source")
+
+
+def test_malformed_cifar_meta_is_a_click_error(cifar_root: Path, tmp_path: Path) -> None:
+    meta = cifar_root / "cifar-10-batches-py" / "batches.meta"
+    meta.write_bytes(pickle.dumps({"num_vis": 3072}))
+    failed(run("write", "--source", f"cifar10:{cifar_root}", "--out", tmp_path / "out"), "label_names")
+
+
+def test_unwritable_out_is_a_click_error(cifar_root: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    failed(run("write", "--source", f"cifar10:{cifar_root}", "--out", blocker / "out"), "cannot write")
+
+
+def test_preview_to_a_missing_folder_is_a_click_error(cifar_root: Path, tmp_path: Path) -> None:
+    write(cifar_root, tmp_path / "out")
+    failed(run("preview", tmp_path / "out", "--out", tmp_path / "no" / "grid.png"), "--out")
+
+
+def test_verify_with_a_foreign_manifest_is_a_click_error(cifar_root: Path, tmp_path: Path) -> None:
+    write(cifar_root, tmp_path / "out")
+    (tmp_path / "out" / "cutmix_manifest.json").write_text('{"x": 1}')
+    failed(run("verify", tmp_path / "out"), "cutmix_manifest.json")
 
 
 def test_two_groups_merged_equal_a_single_write(cifar_root: Path, tmp_path: Path) -> None:

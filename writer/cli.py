@@ -130,8 +130,8 @@ def write(source: str, split: str, out: str, alpha: float, batch_size: int, epoc
             destination.clear()
         summary = write_premixed(images, destination, config, manifest, start=start, stop=stop,
                                  workers=workers or default_workers(), progress=progress)
-    except DestinationError as e:
-        raise click.ClickException(str(e)) from None
+    except (DestinationError, OSError) as e:  # OSError: a local OUT that cannot be written
+        raise click.ClickException(f"cannot write {target}: {e}") from None
     finally:
         if destination.remote:  # its staging is a temp folder; a local one lives in OUT
             destination.close()
@@ -174,6 +174,8 @@ def preview(out: str, png: str, n: int) -> None:
         drawn = render_preview(out, png, n)
     except VerifyError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot write --out {png}: {e}") from None
     click.echo(f"drew {drawn} samples to {png}")
 
 

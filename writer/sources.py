@@ -147,13 +147,13 @@ def load_cifar10(root: str | Path, split: str) -> ImageSet:
             batch = _unpickle(folder / name)
             data.append(np.asarray(_get(batch, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.extend(int(v) for v in _get(batch, "labels"))  # type: ignore[union-attr]
+        class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in _get(meta, "label_names")]
     except FileNotFoundError as e:
         raise SourceError(f"CIFAR-10 file missing: {e.filename}; {where}") from None
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError) as e:
         if isinstance(e, SourceError):
             raise
         raise SourceError(f"malformed CIFAR-10 file in {folder}: {e!r}") from None
-    class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in _get(meta, "label_names")]
     return _make(np.concatenate(data).transpose(0, 2, 3, 1), labels, class_names)
 
 

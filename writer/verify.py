@@ -6,7 +6,6 @@ transformers, which would make ``cutmix-writer --help`` take seconds.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -57,7 +56,7 @@ def _read_dataset_json(out: str, name: str, scratch: str) -> dict:
     """Load ``out/name`` (see :func:`writer.uri.read_json`); ``VerifyError`` if unreadable."""
     try:
         return read_json(out, name, scratch)
-    except (FileNotFoundError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # missing, a folder, unreadable, not JSON
         raise VerifyError(f"no readable {name} at {out}: {e}") from None
 
 
@@ -68,7 +67,11 @@ def recorded_args(out: str) -> dict:
         VerifyError: if ``out`` has no readable manifest.
     """
     with tempfile.TemporaryDirectory(prefix="cutmix-verify-") as scratch:
-        return _read_dataset_json(out, MANIFEST_NAME, scratch)["args"]
+        args = _read_dataset_json(out, MANIFEST_NAME, scratch).get("args")
+    missing = [key for key in ("source", "split", "image_size") if not isinstance(args, dict) or key not in args]
+    if missing:
+        raise VerifyError(f"{MANIFEST_NAME} at {out} is not a cutmix-writer manifest: no args {missing}")
+    return args
 
 
 def local_dataset(out: str, scratch: str) -> tuple[str, dict]:
