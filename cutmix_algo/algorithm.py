@@ -20,9 +20,20 @@ from cutmix_algo.functional import (
 )
 from cutmix_algo.sampling import check_alpha, derive_generator, sample_params
 
-__all__ = ["CutMix", "DenseTargetMetric"]
+__all__ = ["CutMix", "DenseTargetMetric", "batch_generator"]
 
 BatchKey = int | str | tuple[Callable, Callable]
+
+
+def batch_generator(state: State, seed: int | None, *stream: int) -> torch.Generator:
+    """The generator for the current training batch, keyed ``(seed, global rank, batch, *stream)``.
+
+    ``seed`` ``None`` means the Trainer's ``rank_zero_seed``. Nothing but the keys matters, so a
+    resumed run draws what the uninterrupted one drew, and every rank draws its own. Extra
+    ``stream`` keys give other per-batch draws (augmentation, say) a sequence of their own.
+    """
+    seed = int(state.rank_zero_seed) if seed is None else seed
+    return derive_generator(seed, dist.get_global_rank(), int(state.timestamp.batch.value), *stream)
 
 
 class DenseTargetMetric(Metric):
@@ -264,8 +275,7 @@ class CutMix(Algorithm):
         # Validate on the host, before the move: label range checks are free here.
         check_target(target, input, num_classes)
 
-        seed = self._resolved_seed if self._resolved_seed is not None else int(state.rank_zero_seed)
-        generator = derive_generator(seed, dist.get_global_rank(), int(state.timestamp.batch.value))
+        generator = batch_generator(state, self._resolved_seed)
         n, height, width = input.shape[0], input.shape[-2], input.shape[-1]
         # λ, box and permutation first, so with p=1 the draws equal sample_params' on the same
         # generator (what the offline writer uses); the coin for p after them.

@@ -19,9 +19,8 @@ import torch
 from composer.core import Algorithm, Event, State
 from composer.core.passes import sort_to_front
 from composer.loggers import Logger
-from composer.utils import dist
 
-from cutmix_algo import derive_generator
+from cutmix_algo.algorithm import batch_generator
 
 __all__ = ["DeviceAugment", "augment_before_mixing", "random_crop_flip"]
 
@@ -114,9 +113,7 @@ class DeviceAugment(Algorithm):
         # for free before it moves the rest of the batch (Composer moves it otherwise).
         images = state.device.tensor_to_device(state.batch_get_item(self.input_key))
         if self.pad or self.hflip:
-            seed = self.seed if self.seed is not None else int(state.rank_zero_seed)
-            batch = int(state.timestamp.batch.value)
-            generator = derive_generator(seed, dist.get_global_rank(), batch, _STREAM)
+            generator = batch_generator(state, self.seed, _STREAM)
             images = random_crop_flip(images, self.pad, self.hflip, generator)
         state.batch_set_item(self.input_key, images)
 
