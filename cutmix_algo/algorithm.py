@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from composer.core import Algorithm, Event, State, Time, TimeUnit
 from composer.loggers import Logger
 from composer.utils import dist
+from torch.utils.data import DataLoader, default_collate
 from torchmetrics import Metric
 
 from cutmix_algo.functional import (
-    _check_input,
+    check_input,
     check_target,
     mix_targets,
     one_hot,
     paste_box_,
 )
-from cutmix_algo.sampling import check_alpha, derive_generator, sample_params
+from cutmix_algo.sampling import check_alpha, check_int, derive_generator, label_lam, sample_params
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CutMix", "DenseTargetMetric", "batch_generator"]
 
@@ -41,7 +46,7 @@ class DenseTargetMetric(Metric):
 
     Dense targets are reduced to their dominant class (``argmax``) before the wrapped metric sees
     them; integer targets pass through unchanged. :class:`CutMix` wraps the trainer's training
-    metrics with this at fit start, so ``compute_training_metrics=True`` keeps working.
+    metrics with this at fit start, so training accuracy keeps working on mixed batches.
     """
 
     full_state_update = False
@@ -83,14 +88,27 @@ class CutMix(Algorithm):
     Runs at ``Event.AFTER_DATALOADER``: once per optimizer-step batch, before Composer splits it
     into microbatches, so all microbatches of a batch share one λ and one box (Composer's own
     CutMix runs per microbatch). The batch is still on the host at that event; this algorithm
-    moves it to ``state.device`` (non-blocking) and mixes it there, in place: only the box region
-    is written. Targets become dense ``(N, K)`` rows for every batch, mixed or not, so the loss
-    always sees one format.
+    moves it to ``state.device`` (non-blocking) and mixes it there: only the box region is
+    written. Targets become dense ``(N, K)`` rows for every batch, mixed or not, before and after
+    ``stop_at``, so the loss always sees one format.
+
+    It never writes into memory the dataloader may still own. It mixes in place when the batch
+    is known to be fresh memory: the move to the device made a copy, or a ``DataLoader`` collated
+    the batch with torch's default collate function (which stacks samples into a new tensor).
+    Otherwise (``batch_size=None`` loaders that yield slices of a dataset tensor, custom collate
+    functions, a dataset already on the device) it mixes a copy of the input and logs that once.
+    ``inplace=True`` skips the check for loaders known to yield fresh batches; ``inplace=False``
+    always copies.
 
     The random draws for a batch come from a generator derived from ``(seed, global rank, batch
     index)``: the same seed gives the same λ, box and permutation sequence, resuming from a
     checkpoint continues it exactly, and ranks draw differently. The offline writer
-    (``cutmix-writer``) uses the same sampler.
+    (``cutmix-writer``) uses the same sampler and applier with its own keys
+    ``(seed, epoch, batch)``, so its draws differ from an online run's.
+
+    On resume, the constructor's hyperparameters win: a checkpoint restores only state (the seed
+    the run resolved, and ``num_classes`` where none was passed); any hyperparameter that differs
+    from the checkpoint's is named in one logged warning (old → new).
 
     Args:
         alpha: Beta(alpha, alpha) parameter for λ; ``0`` gives λ = 0 before correction. Default 1.
@@ -102,10 +120,12 @@ class CutMix(Algorithm):
         target_key: where the target is in the batch, likewise.
         seed: seed for the draws; ``None`` uses the Trainer's ``rank_zero_seed``.
         stop_at: a Composer time string (``"90ep"``, ``"0.9dur"``) from which CutMix is off.
+        inplace: ``None`` (default) mixes in place only where the batch is known to be fresh
+            memory (see above); ``True`` always mixes in place; ``False`` always mixes a copy.
 
     Raises:
-        ValueError: if ``alpha`` is negative or NaN, ``p`` is outside [0, 1], or ``stop_at`` is
-            not a time string.
+        ValueError: if ``alpha`` is negative or NaN, ``p`` is outside [0, 1], ``num_classes`` or
+            ``seed`` is not a suitable integer, or ``stop_at`` is not a time string.
 
     Example:
         >>> from composer import Trainer
@@ -126,19 +146,18 @@ class CutMix(Algorithm):
         target_key: BatchKey = 1,
         seed: int | None = None,
         stop_at: str | Time | None = None,
+        inplace: bool | None = None,
     ) -> None:
         self.alpha = check_alpha(alpha)
         self.p = _check_probability(p)
-        if num_classes is not None and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-        ):
-            raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+        if num_classes is not None:
+            num_classes = check_int("num_classes", num_classes, low=1)
         self.num_classes = num_classes
         self.uniform_sampling = bool(uniform_sampling)
         self.input_key = input_key
         self.target_key = target_key
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        if seed is not None:
+            seed = check_int("seed", seed, low=0, high=2**64 - 1)
         self.seed = seed
         if stop_at is None or isinstance(stop_at, Time):
             self.stop_at = stop_at
@@ -150,17 +169,22 @@ class CutMix(Algorithm):
                     f"stop_at must be a Composer time string such as '90ep' or '0.9dur', "
                     f"got {stop_at!r}"
                 ) from None
+        if inplace is not None and not isinstance(inplace, bool):
+            raise ValueError(f"inplace must be True, False or None, got {inplace!r}")
+        self.inplace = inplace
         self._resolved_classes: int | None = num_classes
         self._resolved_seed: int | None = seed
+        self._told_copy = False
         self.last_lam: float | None = None
         self.last_box: tuple[int, int, int, int] | None = None
         self.last_perm: torch.Tensor | None = None
+        self.last_inplace: bool | None = None
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(alpha={self.alpha}, p={self.p}, "
             f"num_classes={self._resolved_classes}, uniform_sampling={self.uniform_sampling}, "
-            f"seed={self._resolved_seed}, stop_at={self.stop_at})"
+            f"seed={self._resolved_seed}, stop_at={self.stop_at}, inplace={self.inplace})"
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -175,20 +199,40 @@ class CutMix(Algorithm):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.alpha = check_alpha(state["alpha"])
-        self.p = _check_probability(state["p"])
-        self._resolved_classes = state["num_classes"]
-        self.uniform_sampling = bool(state["uniform_sampling"])
-        self._resolved_seed = state["seed"]
-        stop_at = state["stop_at"]
-        self.stop_at = None if stop_at is None else Time.from_timestring(stop_at)
+        """Restore what is state, keep the constructor's hyperparameters, and say what differs.
+
+        State is the seed the run resolved (so draws continue) and the resolved ``num_classes``;
+        each is restored only where the constructor left it ``None``. ``alpha``, ``p``,
+        ``uniform_sampling`` and ``stop_at`` always come from the constructor.
+        """
+        changed: list[str] = []
+
+        def differs(name: str, old: Any, new: Any) -> None:
+            if old != new:
+                changed.append(f"{name} {old!r} -> {new!r}")
+
+        differs("alpha", state.get("alpha"), self.alpha)
+        differs("p", state.get("p"), self.p)
+        differs("uniform_sampling", state.get("uniform_sampling"), self.uniform_sampling)
+        differs("stop_at", state.get("stop_at"), None if self.stop_at is None else str(self.stop_at))
+        if self.seed is None:
+            self._resolved_seed = state.get("seed")
+        else:
+            differs("seed", state.get("seed"), self.seed)
+        if self.num_classes is None:
+            self._resolved_classes = state.get("num_classes")
+        else:
+            differs("num_classes", state.get("num_classes"), self.num_classes)
+        if changed:
+            log.warning(
+                "CutMix: the checkpoint was saved with other settings; using the constructor's: %s",
+                ", ".join(changed),
+            )
 
     # -- when ---------------------------------------------------------------------------------
 
     def match(self, event: Event, state: State) -> bool:
-        if event == Event.FIT_START:
-            return True
-        return event == Event.AFTER_DATALOADER and not self._stopped(state)
+        return event in (Event.FIT_START, Event.AFTER_DATALOADER)
 
     def _stopped(self, state: State) -> bool:
         if self.stop_at is None:
@@ -214,8 +258,9 @@ class CutMix(Algorithm):
             if isinstance(model, torch.nn.parallel.DistributedDataParallel):
                 model = model.module  # under DDP the ComposerModel sits inside the wrapper
             model_classes = getattr(model, "num_classes", None)
-            if isinstance(model_classes, int) and model_classes > 0:
-                self._resolved_classes = model_classes
+            if isinstance(model_classes, (int, np.integer)) and not isinstance(model_classes, bool) \
+                    and model_classes > 0:
+                self._resolved_classes = int(model_classes)
         if self._resolved_classes is None and self._dataset_gives_int_labels(state):
             raise ValueError(
                 "CutMix needs num_classes for integer class labels: pass CutMix(num_classes=K), "
@@ -248,7 +293,10 @@ class CutMix(Algorithm):
     def _get(self, batch: Any, key: BatchKey, state: State) -> Any:
         if isinstance(key, tuple):
             return key[0](batch)
-        return state.batch_get_item(key)
+        try:
+            return state.batch_get_item(key)
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise ValueError(_missing_key_message(batch, key)) from None
 
     def _set(self, key: BatchKey, value: Any, state: State) -> None:
         if isinstance(key, tuple):
@@ -268,27 +316,66 @@ class CutMix(Algorithm):
             )
         return None
 
-    def _mix_batch(self, state: State, logger: Logger) -> None:
-        input = _check_input(self._get(state.batch, self.input_key, state))
-        target = self._get(state.batch, self.target_key, state)
-        num_classes = self._num_classes_for(target, input)
-        # Validate on the host, before the move: label range checks are free here.
-        check_target(target, input, num_classes)
+    def _may_write(self, host: torch.Tensor, moved: torch.Tensor, state: State) -> bool:
+        """Whether ``moved`` (the batch's tensor on the device) is memory no one else holds."""
+        if self.inplace is not None:
+            return self.inplace
+        if moved.untyped_storage().data_ptr() != host.untyped_storage().data_ptr():
+            return True  # the move to the device made a new tensor
+        loader = state.train_dataloader
+        # Torch's default collate stacks the samples into a new tensor; anything else (no
+        # auto-collation, a custom collate_fn, a loader that is not a DataLoader) may hand out
+        # views of, or the very tensors of, the user's dataset.
+        return (
+            isinstance(loader, DataLoader)
+            and loader.batch_sampler is not None
+            and loader.collate_fn is default_collate
+        )
 
-        generator = batch_generator(state, self._resolved_seed)
-        n, height, width = input.shape[0], input.shape[-2], input.shape[-1]
-        # λ, box and permutation first, so with p=1 the draws equal sample_params' on the same
-        # generator (what the offline writer uses); the coin for p after them.
-        params = sample_params(n, height, width, self.alpha, generator, self.uniform_sampling)
-        mixed = self.p >= 1.0 or torch.rand((), generator=generator).item() < self.p
+    def _writable(self, host: torch.Tensor, moved: torch.Tensor, state: State, what: str) -> torch.Tensor:
+        if self._may_write(host, moved, state):
+            return moved
+        if not self._told_copy:
+            self._told_copy = True
+            log.warning(
+                "CutMix: the batch's %s may share memory with the train dataloader (%s), so "
+                "CutMix mixes a copy and leaves the loader's data untouched; pass "
+                "CutMix(inplace=True) if every batch is fresh memory",
+                what,
+                _loader_description(state.train_dataloader),
+            )
+        return moved.clone()
+
+    def _mix_batch(self, state: State, logger: Logger) -> None:
+        host_input = check_input(self._get(state.batch, self.input_key, state))
+        host_target = self._get(state.batch, self.target_key, state)
+        num_classes = self._num_classes_for(host_target, host_input)
+        # Validate on the host, before the move: label range checks are free here.
+        check_target(host_target, host_input, num_classes)
+
+        n, height, width = host_input.shape[0], host_input.shape[-2], host_input.shape[-1]
+        stopped = self._stopped(state)
+        params, mixed = None, False
+        if not stopped:
+            generator = batch_generator(state, self._resolved_seed)
+            # λ, box and permutation first, so with p=1 the draws equal sample_params' on the same
+            # generator; the coin for p after them.
+            params = sample_params(n, height, width, self.alpha, generator, self.uniform_sampling)
+            mixed = n > 1 and (self.p >= 1.0 or torch.rand((), generator=generator).item() < self.p)
 
         state.batch = state.device.batch_to_device(state.batch)
         input = self._get(state.batch, self.input_key, state)
         target = self._get(state.batch, self.target_key, state)
         if mixed:
-            lam, box = params.lam, params.box
+            assert params is not None
+            lam, box = label_lam(params.lam, n), params.box
             perm = params.perm.to(input.device, non_blocking=True)
+            moved = input
+            input = self._writable(host_input, moved, state, "input")
+            self.last_inplace = input is moved
             paste_box_(input, box, perm)
+            if target.ndim >= 3:  # a segmentation map is pasted in place too
+                target = self._writable(host_target, target, state, "target map")
             target = mix_targets(target, lam, perm, num_classes, box)
         else:
             lam, box = 1.0, (0, 0, 0, 0)
@@ -298,5 +385,26 @@ class CutMix(Algorithm):
         self._set(self.target_key, target, state)
 
         self.last_lam, self.last_box = lam, tuple(box)
-        self.last_perm = params.perm if mixed else torch.arange(n)
+        self.last_perm = params.perm if mixed and params is not None else torch.arange(n)
         logger.log_metrics({"cutmix/lambda": lam})
+
+
+def _loader_description(loader: Any) -> str:
+    if not isinstance(loader, DataLoader):
+        return f"a {type(loader).__name__}, not a torch DataLoader"
+    if loader.batch_sampler is None:
+        return "a DataLoader with batch_size=None, whose dataset yields whole batches"
+    return f"a DataLoader with collate_fn={getattr(loader.collate_fn, '__name__', loader.collate_fn)!r}"
+
+
+def _missing_key_message(batch: Any, key: Any) -> str:
+    if isinstance(batch, Mapping):
+        found = f"a dict batch with keys {sorted(map(str, batch.keys()))}"
+    elif isinstance(batch, (list, tuple)):
+        found = f"a {type(batch).__name__} batch of length {len(batch)}"
+    else:
+        found = f"a batch of type {type(batch).__name__}"
+    return (
+        f"CutMix could not find key {key!r} in {found}; pass CutMix(input_key=..., target_key=...) "
+        "with the batch's image and label keys (an index, a key, or a (getter, setter) pair)"
+    )

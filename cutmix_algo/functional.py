@@ -12,9 +12,17 @@ from typing import NamedTuple
 
 import torch
 
-from cutmix_algo.sampling import Box, check_alpha, check_box, kept_fraction, sample_params
+from cutmix_algo.sampling import (
+    Box,
+    check_alpha,
+    check_box,
+    check_int,
+    kept_fraction,
+    label_lam,
+    sample_params,
+)
 
-__all__ = ["CutMixOutput", "cutmix_batch", "mix_targets", "one_hot", "paste_box_"]
+__all__ = ["CutMixOutput", "check_input", "check_target", "cutmix_batch", "mix_targets", "one_hot", "paste_box_"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -25,7 +33,10 @@ class CutMixOutput(NamedTuple):
     Attributes:
         input: the input, mixed in place (the same tensor object that was passed in).
         target: the mixed target (dense float rows for class targets; a pasted map for dense maps).
-        lam: the exact fraction of its own pixels every sample keeps.
+        lam: the weight of each sample's own label: the fraction of its own pixels it keeps,
+            rounded to the dyadic grid that makes the batch's label rows sum exactly to N in
+            float32 (within ``2**-(k+1)`` of the kept fraction, ``k = label_grid_bits(N)``), and
+            1.0 when nothing was mixed (a batch of one).
         box: ``(top, left, bottom, right)``, half-open; rows along H, columns along W.
         perm: sample ``i`` received the box region of sample ``perm[i]``.
     """
@@ -67,8 +78,7 @@ def _check_labels(target: torch.Tensor, num_classes: int | None) -> int:
             "num_classes is required to mix integer class labels (target of shape (N,)); "
             "pass num_classes=K or give dense (N, K) float targets"
         )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    num_classes = check_int("num_classes", num_classes, low=1)
     # Checking values needs them on the host: free on the CPU, a sync on an accelerator, where
     # callers (the Algorithm) check before moving the batch.
     if target.device.type == "cpu" and target.numel():
@@ -101,10 +111,16 @@ def check_target(target: torch.Tensor, input: torch.Tensor, num_classes: int | N
         return
     if target.ndim == 2:
         if not target.is_floating_point():
+            if target.shape[1] == 1:
+                raise ValueError(
+                    f"target of shape {tuple(target.shape)} with dtype {target.dtype}: integer class "
+                    "labels must have shape (N,); pass target.squeeze(1)"
+                )
             raise ValueError(
-                f"(N, K) target must be a float tensor of class weights, got dtype {target.dtype}"
+                f"(N, K) target must be a float tensor of class weights, got dtype {target.dtype}; "
+                "integer class labels must have shape (N,)"
             )
-        if num_classes is not None and target.shape[1] != num_classes:
+        if num_classes is not None and target.shape[1] != check_int("num_classes", num_classes, low=1):
             raise ValueError(
                 f"dense target has {target.shape[1]} classes but num_classes={num_classes}"
             )
@@ -121,22 +137,29 @@ def mix_targets(
     perm: torch.Tensor,
     num_classes: int | None = None,
     box: Box | None = None,
+    exact_rows: int | None = None,
 ) -> torch.Tensor:
     """Mix a target the way its input was mixed.
 
     Int labels ``(N,)`` become ``lam * onehot(y) + (1 - lam) * onehot(y[perm])`` (float32); dense
     float ``(N, K)`` rows are mixed the same way into a new tensor; a dense map whose last two dims
     are the image's (segmentation) gets ``box`` pasted from ``perm`` in place, dtype kept.
+
+    ``lam`` is first rounded with :func:`~cutmix_algo.sampling.label_lam` for ``exact_rows`` rows
+    (default: this batch's N), so every row of int-label targets sums to exactly 1 and any
+    ``exact_rows`` of them to exactly ``exact_rows`` in float32, in any summation order.
     """
     if box is not None and target.ndim >= 3:
         return paste_box_(target, box, perm)
+    lam = label_lam(lam, exact_rows or max(target.shape[0], 1))
     if target.ndim == 1:
         if num_classes is None:
             raise ValueError("num_classes is required to mix integer class labels")
         labels = target.long()
         n = labels.shape[0]
-        # Both weights in float32, the second as 1 - the first: then every row sums to exactly 1
-        # (Sterbenz), and losses that check for a total probability below 1 stay quiet.
+        # λ and 1 - λ are multiples of 2**-k (see label_lam): each is exact in float32, each row
+        # sums to exactly 1 and the batch to exactly N, so Composer's soft_cross_entropy, which
+        # checks the batch total, neither warns nor rescales.
         kept = torch.full((n, 1), lam, dtype=torch.float32, device=labels.device)
         out = torch.zeros(n, num_classes, dtype=torch.float32, device=labels.device)
         out.scatter_(1, labels.unsqueeze(1), kept)
@@ -145,7 +168,8 @@ def mix_targets(
     return target.mul(lam).add_(target.index_select(0, perm), alpha=1.0 - lam)
 
 
-def _check_input(input: object) -> torch.Tensor:
+def check_input(input: object) -> torch.Tensor:
+    """Return ``input`` if it is a batch CutMix can mix in place, else raise ``ValueError``."""
     if not isinstance(input, torch.Tensor):
         raise ValueError(f"input must be a torch.Tensor, got {type(input).__name__}")
     if input.ndim not in (4, 5):
@@ -153,8 +177,17 @@ def _check_input(input: object) -> torch.Tensor:
             "input must be a batch of images (N, C, H, W) or videos (N, C, T, H, W), "
             f"got {input.ndim} dims with shape {tuple(input.shape)}"
         )
+    if input.shape[-2] == 0 or input.shape[-1] == 0:
+        raise ValueError(
+            f"input must have H >= 1 and W >= 1 (dims -2 and -1), got shape {tuple(input.shape)}"
+        )
     if input.dtype not in _FLOAT_DTYPES and input.dtype != torch.uint8:
         raise ValueError(f"input dtype must be a float type or uint8, got {input.dtype}")
+    if input.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "input requires grad: CutMix mixes the input in place, which autograd does not allow "
+            "here; pass input.detach() (or input.detach().clone() to keep the original)"
+        )
     return input
 
 
@@ -181,15 +214,22 @@ def cutmix_batch(
     perm: torch.Tensor | None = None,
     uniform_sampling: bool = False,
 ) -> CutMixOutput:
-    """Apply CutMix to a batch: one λ and one box for the whole batch, mixed in place.
+    """Apply CutMix to a batch: one λ and one box for the whole batch, written into ``input``.
+
+    **This writes into** ``input``: the box region of every image is overwritten, and the
+    returned ``input`` is the same tensor object. If ``input`` is memory someone else still reads
+    (a view of a dataset tensor, a batch a loader reuses), pass ``input.clone()``.
+    (:class:`~cutmix_algo.CutMix`, the Composer Algorithm, makes that choice for you.)
 
     Sample ``i`` keeps its own pixels outside the box and receives the box region of sample
     ``perm[i]``; its target becomes ``lam * y[i] + (1 - lam) * y[perm[i]]`` where ``lam`` is the
-    exact fraction of pixels it kept.
+    fraction of pixels it kept (on a fine dyadic grid, see :class:`CutMixOutput`). A sample with
+    ``perm[i] == i`` receives its own pixels, so it is unchanged and its target is ``y[i]``.
 
     Args:
         input: ``(N, C, H, W)`` images or ``(N, C, T, H, W)`` videos (one box for every frame);
-            float32/float16/bfloat16/float64 or uint8, any memory format. Mixed in place.
+            float32/float16/bfloat16/float64 or uint8, any memory format. Written in place;
+            must not require grad.
         target: int labels ``(N,)`` (needs ``num_classes``), dense float ``(N, K)``, or a map whose
             last two dims are the input's H x W (segmentation; pasted, not interpolated). ``None``
             mixes the input alone.
@@ -218,7 +258,9 @@ def cutmix_batch(
         (True, (8, 10), True)
     """
     alpha = check_alpha(alpha)
-    input = _check_input(input)
+    input = check_input(input)
+    if num_classes is not None:
+        num_classes = check_int("num_classes", num_classes, low=1)
     if target is not None:
         check_target(target, input, num_classes)
     n, height, width = input.shape[0], input.shape[-2], input.shape[-1]
@@ -231,7 +273,8 @@ def cutmix_batch(
         params = sample_params(n, height, width, alpha, generator, uniform_sampling)
         box = params.box if box is None else box
         perm = params.perm.to(input.device, non_blocking=True) if perm is None else perm
-    lam = kept_fraction(box, height, width)
+    # A batch of one receives its own pixels: nothing is mixed, and λ says so.
+    lam = 1.0 if n == 1 else label_lam(kept_fraction(box, height, width), n)
 
     paste_box_(input, box, perm)
     mixed = None

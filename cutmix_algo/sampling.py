@@ -21,8 +21,10 @@ __all__ = [
     "box_area",
     "check_alpha",
     "check_box",
+    "check_int",
     "derive_generator",
     "kept_fraction",
+    "label_lam",
     "sample_box",
     "sample_lam",
     "sample_params",
@@ -54,6 +56,25 @@ def check_alpha(alpha: float) -> float:
         raise ValueError(f"alpha must be a number >= 0, got {alpha!r}") from None
     if math.isnan(value) or value < 0 or math.isinf(value):
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    return value
+
+
+def check_int(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value`` as a Python int, or raise ``ValueError`` naming ``name`` and the range.
+
+    Any integer type is accepted (``int``, numpy integers, 0-d integer tensors), but not ``bool``
+    or floats, even integral ones: a float where an int belongs is usually a mistake upstream.
+    """
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point():
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"in [{low}, {high}]" if low is not None and high is not None else (
+            f">= {low}" if low is not None else f"<= {high}"
+        )
+        raise ValueError(f"{name} must be an integer {bounds}, got {value}")
     return value
 
 
@@ -139,6 +160,42 @@ def box_area(box: Box) -> int:
 def kept_fraction(box: Box, height: int, width: int) -> float:
     """The exact fraction of its own pixels an image keeps when ``box`` is pasted over it."""
     return 1.0 - box_area(box) / (height * width)
+
+
+#: Rows for which pre-mixed (offline) label rows sum exactly: the writer cannot know the training
+#: batch size, so it puts λ on the grid that keeps any batch of up to this many rows exact.
+EXACT_SUM_ROWS = 65536
+
+
+def label_grid_bits(rows: int) -> int:
+    """Bits of the dyadic grid for λ that keeps a sum over ``rows`` label rows exact in float32.
+
+    Every label row holds λ and 1 - λ (or a single 1). If λ is a multiple of ``2**-k``, every
+    partial sum of a batch's targets is a multiple of ``2**-k`` no larger than ``rows``, which
+    float32's 24-bit significand holds exactly while ``rows * 2**k <= 2**24``: the total is then
+    exactly ``rows`` in any summation order.
+    """
+    rows = int(rows)
+    if rows < 1:
+        raise ValueError(f"rows must be a positive integer, got {rows!r}")
+    if rows > 2**24:
+        raise ValueError(f"rows must be at most 2**24 for an exact float32 sum, got {rows}")
+    return 24 - (rows - 1).bit_length()
+
+
+def label_lam(lam: float, rows: int) -> float:
+    """λ rounded to the nearest multiple of ``2**-k``, ``k = label_grid_bits(rows)``.
+
+    This is the weight label rows use, so a batch of ``rows`` targets sums to exactly ``rows`` in
+    float32 (Composer's ``soft_cross_entropy`` checks that total). It is within ``2**-(k+1)`` of
+    ``lam``: ``2**-17`` for 256 rows, ``2**-9`` for 65,536.
+
+    Example:
+        >>> label_lam(0.3, 256) == round(0.3 * 2**16) / 2**16
+        True
+    """
+    scale = float(1 << label_grid_bits(rows))
+    return round(float(lam) * scale) / scale
 
 
 def check_box(box: object, height: int, width: int) -> Box:

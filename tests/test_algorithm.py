@@ -16,6 +16,7 @@ from composer.models import ComposerClassifier, ComposerModel
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from cutmix_algo import CutMix, DenseTargetMetric, derive_generator, paste_box_, sample_params
+from cutmix_algo.sampling import label_lam
 
 N, C, H, W, K = 32, 3, 12, 10, 5
 
@@ -111,7 +112,7 @@ def test_draws_follow_seed_rank_and_batch_index(monkeypatch: pytest.MonkeyPatch)
     # The same draws as the sampler on the derived per-batch generator: (seed, rank, batch index).
     for b, (lam, box, perm) in enumerate(first.draws):
         params = sample_params(8, H, W, 1.0, derive_generator(7, 0, b))
-        assert (lam, box, perm) == (params.lam, tuple(params.box), params.perm.tolist())
+        assert (lam, box, perm) == (label_lam(params.lam, 8), tuple(params.box), params.perm.tolist())
     # Another rank draws another sequence from the same seed.
     monkeypatch.setattr("cutmix_algo.algorithm.dist.get_global_rank", lambda: 1)
     _, _, rank1 = _fit(CutMix(), seed=7)
@@ -192,10 +193,13 @@ def test_stop_at_as_fraction_of_duration() -> None:
 
 def test_state_dict_round_trip() -> None:
     algo = CutMix(alpha=0.4, p=0.7, num_classes=9, uniform_sampling=True, seed=5, stop_at="3ep")
-    clone = CutMix()
+    clone = CutMix(alpha=0.4, p=0.7, num_classes=9, uniform_sampling=True, seed=5, stop_at="3ep")
     clone.load_state_dict(algo.state_dict())
     assert clone.state_dict() == algo.state_dict()
-    assert (clone.alpha, clone.p, clone.uniform_sampling) == (0.4, 0.7, True)
+    # State (the seed and classes a run resolved) is restored where the constructor gave none.
+    fresh = CutMix(alpha=0.4, p=0.7, uniform_sampling=True, stop_at="3ep")
+    fresh.load_state_dict(algo.state_dict())
+    assert fresh.state_dict() == algo.state_dict()
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from cutmix_algo import cutmix_batch
+from cutmix_algo.sampling import label_grid_bits, label_lam
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.uint8]
 LAYOUTS = ["contiguous", "channels_last", "strided"]
@@ -107,7 +108,13 @@ def check_params(out, n: int, height: int, width: int, given: dict) -> None:
     top, left, bottom, right = out.box
     assert 0 <= top <= bottom <= height and 0 <= left <= right <= width
     assert isinstance(out.lam, float)
-    assert out.lam == pytest.approx(1.0 - (bottom - top) * (right - left) / (height * width), abs=1e-12)
+    kept = 1.0 - (bottom - top) * (right - left) / (height * width)
+    if n == 1:
+        assert out.lam == 1.0  # a batch of one receives its own pixels: nothing is mixed
+    else:
+        # λ is the kept fraction on the dyadic grid that keeps label sums exact (label_lam).
+        assert abs(out.lam - kept) <= 2.0 ** -(label_grid_bits(n) + 1)
+        assert out.lam * 2 ** label_grid_bits(n) == round(out.lam * 2 ** label_grid_bits(n))
     assert out.perm.dtype == torch.int64 and out.perm.shape == (n,)
     assert sorted(out.perm.tolist()) == list(range(n))
     if "box" in given:
@@ -277,7 +284,7 @@ def test_given_box_and_perm_are_used_as_is():
     g = torch.Generator().manual_seed(0)
     out = cutmix_batch(x, alpha=1.0, generator=g, box=(1, 2, 8, 7), perm=perm)
     assert tuple(out.box) == (1, 2, 8, 7) and out.perm.tolist() == [4, 3, 2, 1, 0]
-    assert out.lam == 1.0 - 7 * 5 / 99
+    assert out.lam == label_lam(1.0 - 7 * 5 / 99, 5)
     assert torch.equal(x, expected_paste(orig, (1, 2, 8, 7), perm))
 
 
@@ -317,7 +324,7 @@ def test_alpha_zero_keeps_at_most_the_bound(height, width):
     bound = 1.0 - (height // 2) * (width // 2) / (height * width)
     g = torch.Generator().manual_seed(0)
     lams = [cutmix_batch(torch.zeros(2, 1, height, width), alpha=0.0, generator=g).lam for _ in range(200)]
-    assert max(lams) <= bound + 1e-12
+    assert max(lams) <= bound + 2.0 ** -(label_grid_bits(2) + 1)
     assert min(lams) < 0.3  # centers near the middle cut (almost) everything
 
 

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from cutmix_algo.sampling import Box, kept_fraction
+from cutmix_algo.sampling import EXACT_SUM_ROWS, Box, kept_fraction, label_lam
 from writer.cli import main
 from writer.sources import load_cifar10
 from writer.store import Destination
@@ -90,7 +90,7 @@ def test_samples_are_cutmix_of_their_sources_one_box_per_batch(cifar_root: Path,
         expected = source.images[a].copy()
         expected[top:bottom, left:right] = source.images[b][top:bottom, left:right]
         np.testing.assert_array_equal(s["image"], expected)
-        assert lam == kept_fraction(Box(top, left, bottom, right), 32, 32)
+        assert lam == label_lam(kept_fraction(Box(top, left, bottom, right), 32, 32), EXACT_SUM_ROWS)
         label = np.zeros(10)
         label[source.labels[a]] += lam
         label[source.labels[b]] += 1 - lam

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cutmix_algo.sampling import derive_generator, kept_fraction, sample_params
+from cutmix_algo.sampling import EXACT_SUM_ROWS, derive_generator, kept_fraction, label_lam, sample_params
 from writer.premix import (
     ORDER_KEY,
     MixedBatch,
@@ -37,7 +37,7 @@ def test_epoch_order_and_batch_params_follow_the_documented_keys(source: ImageSe
     np.testing.assert_array_equal(order, expected.numpy())
     mixed = mix_batch(source, order, seed=5, epoch=3, batch=2, batch_size=16, alpha=1.0)
     params = sample_params(16, 32, 32, 1.0, derive_generator(5, 3, 2))
-    assert (mixed.lam, mixed.box) == (params.lam, params.box)
+    assert (mixed.lam, mixed.box) == (label_lam(params.lam, EXACT_SUM_ROWS), params.box)
     np.testing.assert_array_equal(mixed.index_a, order[32:48])
     np.testing.assert_array_equal(mixed.index_b, order[32:48][params.perm.numpy()])
 
@@ -49,7 +49,7 @@ def test_each_row_is_the_cutmix_of_its_two_sources(source: ImageSet) -> None:
         mixed = mix_batch(source, order, seed=0, epoch=0, batch=batch, batch_size=16, alpha=1.0)
         top, left, bottom, right = mixed.box
         assert len(mixed.images) == (4 if batch == 6 else 16)
-        assert mixed.lam == kept_fraction(mixed.box, 32, 32)
+        assert mixed.lam == label_lam(kept_fraction(mixed.box, 32, 32), EXACT_SUM_ROWS)
         for i, (a, b) in enumerate(zip(mixed.index_a, mixed.index_b, strict=True)):
             expected = source.images[a].copy()
             expected[top:bottom, left:right] = source.images[b][top:bottom, left:right]

@@ -39,8 +39,16 @@ import torch
 from PIL import Image
 
 from cutmix_algo.functional import mix_targets, paste_box_
-from cutmix_algo.sampling import Box, CutMixParams, derive_generator, sample_params
+from cutmix_algo.sampling import (
+    EXACT_SUM_ROWS,
+    Box,
+    CutMixParams,
+    derive_generator,
+    label_lam,
+    sample_params,
+)
 from writer.sources import ImageSet
+from writer.uri import resolve_spec
 
 __all__ = [
     "DEFAULT_SIZE_LIMIT",
@@ -181,7 +189,11 @@ def _mix(source: ImageSet, index: np.ndarray, lam: float, box: Box, perm: torch.
     rows = torch.from_numpy(images).view(n, 1, height, width * channels)
     top, left, bottom, right = box
     paste_box_(rows, Box(top, left * channels, bottom, right * channels), perm)
-    labels = mix_targets(torch.from_numpy(source.labels[index]), lam, perm, source.num_classes)
+    # The training batch size is unknown here: λ goes on the grid that keeps the label rows of
+    # any training batch of up to EXACT_SUM_ROWS samples summing exactly (see label_lam).
+    lam = label_lam(lam, EXACT_SUM_ROWS)
+    labels = mix_targets(torch.from_numpy(source.labels[index]), lam, perm, source.num_classes,
+                         exact_rows=EXACT_SUM_ROWS)
     return MixedBatch(
         images=images,
         labels=labels.numpy(),
@@ -228,7 +240,7 @@ def mix_pair(source: ImageSet, index_a: int, index_b: int, lam: float, box: Box,
     index = np.array([index_a, index_b], dtype=np.int64)
     pair = _mix(source, index, lam, box, torch.tensor([1, 0]), epoch)
     return MixedBatch(pair.images[:1], pair.labels[:1], pair.index_a[:1], pair.index_b[:1],
-                      lam, box, epoch)
+                      pair.lam, box, epoch)
 
 
 class Provenance(NamedTuple):
@@ -269,7 +281,8 @@ class ScheduleLookup:
         params = self._params[1]
         first = batch * schedule.batch_size
         return Provenance(epoch, batch, row, int(order[first + row]),
-                          int(order[first + int(params.perm[row])]), params.lam, params.box)
+                          int(order[first + int(params.perm[row])]),
+                          label_lam(params.lam, EXACT_SUM_ROWS), params.box)
 
 
 def column_encodings(encoding: str, image_shape: Sequence[int], num_classes: int) -> dict[str, str]:
@@ -580,6 +593,8 @@ def build_manifest(
             "seed": config.seed,
             "size_limit": config.size_limit,
             "source": source_spec,
+            # Where this machine found the source, so verify elsewhere can suggest --source.
+            "source_resolved": resolve_spec(source_spec),
             "split": split,
         },
         "source": {
