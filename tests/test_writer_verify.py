@@ -59,11 +59,11 @@ def test_a_wrong_lam_names_the_sample(dataset: Path, tmp_path: Path) -> None:
     assert "lam" in result.output
 
 
-def test_tampered_pixels_name_the_sample(dataset: Path, tmp_path: Path) -> None:
+def test_tampered_pixels_name_the_sample(dataset: Path, tmp_path: Path, cifar_root: Path) -> None:
     image = np.array(read_samples(dataset)[41]["image"])
     image[0, 0, 0] ^= 0xFF
     _rewrite(dataset, tmp_path / "bad", 41, "image", image)
-    result = run("verify", tmp_path / "bad")
+    result = run("verify", tmp_path / "bad", "--source", f"cifar10:{cifar_root}")
     failed(result, "sample 41")
     assert "image" in result.output
 

@@ -27,7 +27,7 @@ from writer.preview import render_preview
 from writer.sources import SPLITS, ImageSet, SourceError, open_source
 from writer.store import Destination, DestinationError
 from writer.uri import join_uri
-from writer.verify import VerifyError, recorded_args, verify_dataset
+from writer.verify import VerifyError, recorded_args, source_hint, trusted_recorded_source, verify_dataset
 from writer.write import write_premixed
 
 __all__ = ["main"]
@@ -142,41 +142,53 @@ def write(source: str, split: str, out: str, alpha: float, batch_size: int, epoc
 
 @main.command()
 @click.argument("out")
-@click.option("--source", default=None, help="The source OUT was written from [default: the "
-              "manifest's].")
+@click.option("--source", default=None, help="The source OUT was written from; needed to "
+              "recompute pixels (only digits is loaded unasked) [default: none].")
 @click.option("--split", type=click.Choice(SPLITS), default=None,
               help="Its split [default: the manifest's].")
 @click.option("--sample", type=click.FloatRange(0, 1, min_open=True), default=1.0,
-              show_default=True, help="Fraction of samples to recompute, in (0, 1].")
-def verify(out: str, source: str | None, split: str | None, sample: float) -> None:
-    """Check OUT's shard hashes and recompute its samples from the source."""
+              show_default=True, help="Fraction of samples to check, in (0, 1].")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+def verify(out: str, source: str | None, split: str | None, sample: float, progress: bool) -> None:
+    """Check OUT's index, manifest, shard hashes and samples; recompute pixels from --source.
+
+    Safe on a dataset from anyone: without --source nothing the dataset names is loaded.
+    """
     try:
         args = recorded_args(out)
     except VerifyError as e:
         raise click.ClickException(f"verify failed: {e}") from None
-    images = _load(source or args["source"], split or args["split"], args["image_size"])
+    spec = source or trusted_recorded_source(args)
+    if spec is None and split is not None:
+        raise click.UsageError("--split is only used with --source")
+    images = None if spec is None else _load(spec, split or args["split"], args["image_size"])
     try:
-        report = verify_dataset(out, images, sample)
+        report = verify_dataset(out, images, sample, progress=progress)
     except VerifyError as e:
         raise click.ClickException(f"verify failed: {e}") from None
-    click.echo(f"OK: {report.shards} shards match their hashes; {report.samples_checked} of "
-               f"{report.samples_total} samples recomputed from the source and equal")
+    checked = f"{report.samples_checked} of {report.samples_total} samples"
+    if report.recomputed:
+        click.echo(f"OK: {report.shards} shards match their hashes; {checked} recomputed from "
+                   "the source and equal")
+    else:
+        click.echo(f"OK: {report.shards} shards match their hashes; {checked} match the seed's "
+                   f"schedule and their labels; {source_hint(args)}")
 
 
 @main.command()
 @click.argument("out")
 @click.option("--out", "png", required=True, help="The PNG file to write.")
 @click.option("--n", type=click.IntRange(min=1, max=256), default=16, show_default=True,
-              help="Samples to draw.")
+              help="Samples to draw, spread over the epochs and batches.")
 def preview(out: str, png: str, n: int) -> None:
-    """Draw OUT's first samples in a PNG grid, with the box and both classes' weights."""
+    """Draw N samples of OUT in a PNG grid: box outlined, base and patch classes with weights."""
     try:
         drawn = render_preview(out, png, n)
     except VerifyError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
         raise click.ClickException(f"cannot write --out {png}: {e}") from None
-    click.echo(f"drew {drawn} samples to {png}")
+    click.echo(f"drew {len(drawn)} samples to {png}")
 
 
 @main.command()

@@ -2,25 +2,55 @@
 
 ``PremixedDataset`` is a ``StreamingDataset``, so shuffling, sharding across ranks and workers,
 and mid-epoch resumption (``state_dict``/``load_state_dict``, which Composer calls through
-``StreamingDataLoader``) all come from streaming unchanged.
+``StreamingDataLoader``) all come from streaming unchanged. What it adds is distrust: before
+streaming sees the dataset, its index and manifest are checked (:mod:`writer.integrity`: no
+file name leaving the dataset, counts and columns agreeing, a merged root agreeing with its
+groups); the local cache of a remote dataset is keyed by the dataset's identity, so a rewritten
+dataset is never read from a stale cache; downloaded shards are checked against their hashes;
+and every sample read is checked, so a corrupt shard stops training with its name instead of
+training on NaN.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from streaming import StreamingDataset
 
-from writer.premix import MANIFEST_NAME
-from writer.uri import fetch, is_remote
+from writer.integrity import Layout, check_layout, check_merged_groups
+from writer.premix import INDEX_NAME, MANIFEST_NAME
+from writer.uri import fetch, is_remote, join_uri, member_path
 
-__all__ = ["PremixedDataset", "read_manifest"]
+__all__ = ["CorruptShardError", "PremixedDataset", "read_manifest"]
+
+_LABEL_TOLERANCE = 1e-4  # float32 label rows sum to 1 up to rounding
+
+
+class CorruptShardError(ValueError):
+    """A shard of a pre-mixed dataset does not hold what its index says (truncated, altered)."""
+
+
+def _read_member(where: str, name: str, scratch: str) -> bytes:
+    """The bytes of dataset member ``name`` (downloaded into ``scratch`` if remote)."""
+    if is_remote(where):
+        try:
+            fetch(where, [name], scratch)
+        except ValueError:  # an unsafe name: the caller's message is the right one
+            raise
+        except Exception as e:
+            raise FileNotFoundError(f"cannot read {join_uri(where, name)}: {e}") from None
+        path = os.path.join(scratch, name)
+    else:
+        path = member_path(where, name, "read")
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def read_manifest(remote_or_local: str) -> dict:
@@ -36,26 +66,25 @@ def read_manifest(remote_or_local: str) -> dict:
 
     Raises:
         FileNotFoundError: if there is no manifest there.
+        ValueError: if it is not a JSON object.
 
     Example:
         >>> read_manifest("/data/cifar10-cutmix")["num_classes"]  # doctest: +SKIP
         10
     """
-    if not is_remote(remote_or_local):
-        path = os.path.join(remote_or_local, MANIFEST_NAME)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no {MANIFEST_NAME} in {remote_or_local}: not a pre-mixed "
-                                    "dataset written by cutmix-writer")
-        with open(path) as f:
-            return json.load(f)
     with tempfile.TemporaryDirectory(prefix="cutmix-manifest-") as scratch:
         try:
-            fetch(remote_or_local, [MANIFEST_NAME], scratch)
-        except Exception as e:
+            data = _read_member(remote_or_local, MANIFEST_NAME, scratch)
+        except FileNotFoundError as e:
             raise FileNotFoundError(
-                f"cannot read {MANIFEST_NAME} from {remote_or_local}: {e}") from None
-        with open(os.path.join(scratch, MANIFEST_NAME)) as f:
-            return json.load(f)
+                f"no {MANIFEST_NAME} in {remote_or_local}: not a pre-mixed dataset written by "
+                f"cutmix-writer ({e})") from None
+        except IsADirectoryError:
+            raise FileNotFoundError(f"{MANIFEST_NAME} in {remote_or_local} is a folder") from None
+    manifest = json.loads(data)
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{MANIFEST_NAME} in {remote_or_local} is not a JSON object")
+    return manifest
 
 
 def _image_tensor(image: Any) -> torch.Tensor:
@@ -68,23 +97,75 @@ def _image_tensor(image: Any) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
 
 
+def _checked(where: str) -> tuple[bytes, bytes, dict, Layout]:
+    """Read and check the index and manifest at ``where``; ``ValueError`` in one line if bad."""
+    with tempfile.TemporaryDirectory(prefix="cutmix-premixed-") as scratch:
+        try:
+            index_bytes = _read_member(where, INDEX_NAME, scratch)
+            manifest_bytes = _read_member(where, MANIFEST_NAME, scratch)
+            index, manifest = json.loads(index_bytes), json.loads(manifest_bytes)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{where} is not a readable pre-mixed dataset ({INDEX_NAME} and "
+                             f"{MANIFEST_NAME}): {e}") from None
+        layout = check_layout(manifest, index)
+        check_merged_groups(manifest, index,
+                            lambda name: json.loads(_read_member(where, name, scratch)))
+    return index_bytes, manifest_bytes, index, layout
+
+
+def _place_index(folder: str, data: bytes) -> None:
+    """Put the checked index where streaming looks for it, atomically (ranks may race)."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, INDEX_NAME)
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".index-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
 class PremixedDataset(StreamingDataset):
-    """A pre-mixed CutMix dataset yielding ``(image, label)``.
+    """A pre-mixed CutMix dataset yielding ``(image, label)``, checked as it is read.
 
     ``image`` is a float32 ``C x H x W`` tensor in ``[0, 1]`` (PNG/JPEG samples are decoded);
     ``label`` is the float32 ``[K]`` mixed class distribution, ready for a soft-target loss.
 
+    Before streaming opens it, the dataset's ``index.json`` and manifest are checked against
+    each other (file names inside the dataset, sample counts, epochs, batch size, columns), a
+    merged root against its groups (a group rewritten after ``merge`` is refused), and the
+    shards of a local dataset against their recorded sizes. Shards downloaded from ``remote``
+    are checked against their ``validate_hash`` hash; every sample read must have a finite,
+    non-negative label summing to 1. A bad shard raises :class:`CorruptShardError` naming it.
+
     Args:
-        remote: remote URI to stream from, or ``None`` for a local dataset.
-        local: local folder (the dataset itself, or the cache for ``remote``). Use a fresh
-            folder per concurrent dataset: streaming keys its shared memory by it.
+        remote: remote URI (or another local folder) to stream from, or ``None`` for a local
+            dataset read in place.
+        local: with ``remote``, the cache folder: the shards land in ``local/premixed-ID``,
+            ``ID`` a digest of the dataset's index and manifest, so a dataset rewritten under
+            the same URI is downloaded afresh and never read from a stale cache. Without
+            ``remote``, the dataset itself. Use a fresh folder per concurrent dataset:
+            streaming keys its shared memory by it.
         shuffle: shuffle samples (streaming's shuffle); the pre-mixed order is already
             random, so the default keeps it.
         shuffle_seed: streaming's shuffle seed.
         batch_size: the per-rank batch size of the loader, which streaming uses to partition
             samples for deterministic resumption.
         transform: applied to the image tensor.
-        **kwargs: passed to ``StreamingDataset``.
+        validate_hash: the hash (recorded in the index) that downloaded shards are checked
+            against; ``None`` skips the check.
+        **kwargs: passed to ``StreamingDataset`` (not ``streams`` or ``split``: one dataset).
+
+    Attributes:
+        identity: the digest keying the cache.
+        manifest: the checked manifest.
+
+    Raises:
+        ValueError: if the dataset is unreadable, names files outside itself, or its manifest
+            disagrees with its index or its groups; :class:`CorruptShardError` for a local shard
+            whose size is not its index's.
 
     Example:
         >>> ds = PremixedDataset(local="/data/cifar10-cutmix", batch_size=128)  # doctest: +SKIP
@@ -99,16 +180,98 @@ class PremixedDataset(StreamingDataset):
         shuffle_seed: int = 9176,
         batch_size: int | None = None,
         transform: Callable[[torch.Tensor], Any] | None = None,
+        validate_hash: str | None = "xxh64",
         **kwargs: Any,
     ) -> None:
+        for key in ("streams", "split"):
+            if kwargs.get(key):
+                raise ValueError(f"PremixedDataset reads one dataset: pass its folder as remote "
+                                 f"or local, not {key}")
+        where = remote if remote is not None else local
+        if where is None:
+            raise ValueError("PremixedDataset needs remote or local")
+        index_bytes, manifest_bytes, index, layout = _checked(where)
+        self.identity = hashlib.sha256(manifest_bytes + b"\0" + index_bytes).hexdigest()[:16]
+        self.manifest = json.loads(manifest_bytes)
+        self._where, self._layout, self._corrupt = where, layout, None
+        shards = index["shards"]
+        if remote is None:
+            validate_hash = None  # nothing is downloaded; sizes now, labels on read
+            for shard in shards:
+                stored = shard["zip_data"] or shard["raw_data"]
+                path = member_path(where, stored["basename"], f"{INDEX_NAME} shard")
+                size = os.path.getsize(path) if os.path.isfile(path) else None
+                if size != stored["bytes"]:
+                    found = "is missing" if size is None else f"has {size} bytes"
+                    raise CorruptShardError(f"shard {stored['basename']} of {where} is corrupt: it "
+                                            f"{found}, its index says {stored['bytes']}")
+        elif validate_hash is not None:
+            for shard in shards:
+                stored = shard["zip_data"] or shard["raw_data"]
+                if validate_hash not in stored["hashes"]:
+                    raise ValueError(f"validate_hash: shard {stored['basename']} of {where} has no "
+                                     f"{validate_hash} hash (it has {sorted(stored['hashes'])})")
+        if remote is not None and local is not None:
+            local = os.path.join(local, f"premixed-{self.identity}")
+            _place_index(local, index_bytes)  # streaming reads exactly what was checked
         super().__init__(remote=remote, local=local, shuffle=shuffle, shuffle_seed=shuffle_seed,
-                         batch_size=batch_size, **kwargs)
+                         batch_size=batch_size, validate_hash=validate_hash, **kwargs)
+        if remote is not None and local is None:  # streaming downloaded its own copy
+            with open(os.path.join(self.streams[0].local, INDEX_NAME), "rb") as f:
+                if f.read() != index_bytes:
+                    raise ValueError(f"{where} changed while it was being opened; open it again")
         self.transform = transform
 
+    def _shard_name(self, index: int) -> str:
+        shard_id, _ = self.spanner[index % len(self)]
+        shard = self.shards[shard_id]
+        return (shard.zip_data or shard.raw_data).basename
+
+    def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
+        """Streaming's download of a shard, with a checksum failure named as a corrupt shard."""
+        try:
+            super().prepare_shard(shard_id, blocking)
+        except ValueError as e:
+            if "Checksum failure" not in str(e):
+                raise
+            shard = self.shards[shard_id]
+            name = (shard.zip_data or shard.raw_data).basename
+            # Kept: in iteration this runs in streaming's download thread, and __iter__ reraises it.
+            self._corrupt = CorruptShardError(
+                f"shard {name} of {self._where} is corrupt: it fails its {self.streams[0].validate_hash} "
+                "hash after download")
+            raise self._corrupt from None
+
     def __getitem__(self, index: int) -> tuple[Any, torch.Tensor]:  # type: ignore[override]
-        sample = super().__getitem__(index)
+        try:
+            sample = super().__getitem__(index)
+        except CorruptShardError:
+            raise
+        except IndexError:
+            raise
+        except Exception as e:  # a truncated or altered shard fails in numpy, struct, PIL, …
+            if self._corrupt is not None:
+                raise self._corrupt from None
+            raise CorruptShardError(f"shard {self._shard_name(index)} of {self._where} is corrupt "
+                                    f"or unreadable: sample {index}: {type(e).__name__}: {e}") from None
+        label = np.array(sample["label"], dtype=np.float32)
+        num_classes = self._layout.num_classes
+        if (label.shape != (num_classes,) or not np.isfinite(label).all() or (label < 0).any()
+                or abs(float(label.sum(dtype=np.float64)) - 1.0) > _LABEL_TOLERANCE):
+            raise CorruptShardError(
+                f"shard {self._shard_name(index)} of {self._where} is corrupt: sample {index}'s "
+                f"label is not a distribution over {num_classes} classes (finite, non-negative, "
+                "summing to 1); run `cutmix-writer verify` on it")
         image = _image_tensor(sample["image"])
-        label = torch.from_numpy(np.array(sample["label"], dtype=np.float32))
         if self.transform is not None:
             image = self.transform(image)
-        return image, label
+        return image, torch.from_numpy(label)
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from super().__iter__()
+        # streaming ends an epoch early, silently, when its download thread fails: say why.
+        if self._corrupt is not None:
+            raise self._corrupt
+        if getattr(self, "_event", None) is not None and self._event.is_set():
+            raise RuntimeError(f"streaming's download thread failed while reading {self._where}; "
+                               "see the error above")

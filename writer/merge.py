@@ -6,10 +6,10 @@ which would make ``cutmix-writer --help`` take seconds.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 
+from writer.integrity import DatasetError, check_layout, strip_group
 from writer.premix import INDEX_NAME, MANIFEST_NAME, manifest_bytes
 from writer.store import Destination, DestinationError
 from writer.uri import join_uri, read_json
@@ -26,15 +26,17 @@ def group_name(index: int) -> str:
     return f"group-{index}"
 
 
-def _strip_group(manifest: dict) -> dict:
+def _without_group(manifest: dict) -> dict:
     return {k: v for k, v in manifest.items() if k != "group"}
 
 
 def merge_groups(out: str, retry: int = 2) -> int:
     """Join ``OUT/group-0`` … ``OUT/group-{G-1}`` into one dataset at ``OUT``.
 
-    The manifest (without its ``group`` entry, so byte-equal to a single write's) is published
-    first, then streaming's ``merge_index`` writes the joined ``index.json``.
+    Each group is checked like any dataset read (its index's names, its manifest against its
+    index) and against group 0. Group 0's manifest without its ``group`` entry (so byte-equal
+    to a single write's from the same source path) is published first, then streaming's
+    ``merge_index`` writes the joined ``index.json``.
 
     Args:
         out: the folder or URI holding the groups.
@@ -57,18 +59,23 @@ def merge_groups(out: str, retry: int = 2) -> int:
             name = group_name(index)
             try:
                 manifest = read_json(out, f"{name}/{MANIFEST_NAME}", scratch)
-                read_json(out, f"{name}/{INDEX_NAME}", scratch)
-            except (FileNotFoundError, json.JSONDecodeError):
+                group_index = read_json(out, f"{name}/{INDEX_NAME}", scratch)
+            except (FileNotFoundError, ValueError):  # ValueError: not JSON, or not an object
                 raise MergeError(
                     f"group {index} is missing or unfinished: no {name}/{INDEX_NAME} with its "
                     f"{MANIFEST_NAME} under {out}; write it with --group {index}"
                 ) from None
+            try:  # a group is read like any dataset: names, counts and columns checked
+                check_layout(manifest, group_index)
+            except DatasetError as e:
+                raise MergeError(f"{join_uri(out, name)}: {e}") from None
             group = manifest.get("group")
             if group is None or group.get("index") != index:
                 raise MergeError(f"{join_uri(out, name)} is not group {index}")
             count = group["count"] if count is None else count
             reference = manifests[0] if manifests else manifest
-            if group["count"] != count or _strip_group(manifest) != _strip_group(reference):
+            # source_resolved is where each machine found the source: it may differ.
+            if group["count"] != count or strip_group(manifest) != strip_group(reference):
                 raise MergeError(
                     f"group {index} was written with other arguments or another source than "
                     "group 0; rewrite it"
@@ -81,7 +88,7 @@ def merge_groups(out: str, retry: int = 2) -> int:
                 index_path = os.path.join(destination.uri, INDEX_NAME)
                 if os.path.lexists(index_path):
                     os.remove(index_path)  # merge_index refuses to replace it
-            destination.publish_bytes(MANIFEST_NAME, manifest_bytes(_strip_group(manifests[0])))
+            destination.publish_bytes(MANIFEST_NAME, manifest_bytes(_without_group(manifests[0])))
         finally:
             destination.close()
         urls = [join_uri(destination.uri, group_name(i), INDEX_NAME) for i in range(count)]

@@ -1,5 +1,9 @@
 """Where a dataset lives: a local folder or a remote prefix (``s3://``, ``gs://``, …), read alike.
 
+Every file name taken from a dataset (an ``index.json`` basename, a group folder) is untrusted:
+:func:`check_member` admits only the names this writer and streaming's ``merge_index`` produce,
+so no download or local path built from one can leave the dataset or the scratch folder.
+
 streaming is imported inside the function that downloads: its package import pulls in
 transformers, which would make every importer of this module take seconds.
 """
@@ -8,8 +12,68 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
-__all__ = ["fetch", "is_remote", "join_uri", "read_json"]
+__all__ = [
+    "UnsafeNameError",
+    "check_member",
+    "fetch",
+    "is_remote",
+    "join_uri",
+    "member_path",
+    "read_json",
+    "resolve_spec",
+]
+
+# A plain file name: no separator, no leading dot (so neither ``.`` nor ``..`` nor a hidden
+# file), no drive letter, nothing a shell or a terminal would read specially.
+_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+# The one folder a dataset may name: a group of a scaled-out write (``merge`` lists its shards
+# as ``group-I/shard…``).
+_GROUP = re.compile(r"group-[0-9]+")
+
+
+class UnsafeNameError(ValueError):
+    """A dataset names a file outside itself (a separator, ``..``, an absolute path, …)."""
+
+
+def check_member(name: object, what: str) -> str:
+    """Return ``name`` if it is a plain file name, or ``group-I/`` and a plain file name.
+
+    Args:
+        name: the name a dataset gives (untrusted).
+        what: where the name comes from, for the error (e.g. ``"index.json shard 3"``).
+
+    Returns:
+        str: ``name``, unchanged.
+
+    Raises:
+        UnsafeNameError: for anything else: separators, ``..``, absolute paths, empty names.
+    """
+    parts = name.split("/") if isinstance(name, str) else []
+    plain = (len(parts) == 1 or (len(parts) == 2 and _GROUP.fullmatch(parts[0]) is not None))
+    if not (parts and plain and _PLAIN.fullmatch(parts[-1]) and len(name) <= 255):  # type: ignore[arg-type]
+        raise UnsafeNameError(
+            f"{what} names {name!r}, which is not a plain file name inside the dataset "
+            "(expected e.g. 'shard.00000.mds' or 'group-0/shard.00000.mds'); refusing to use it"
+        )
+    return name  # type: ignore[return-value]
+
+
+def member_path(folder: str, name: str, what: str) -> str:
+    """The local path of dataset member ``name`` under ``folder``, refused if it resolves outside.
+
+    Besides :func:`check_member`, the resolved path (symbolic links followed) must lie inside
+    ``folder``'s resolved path.
+
+    Raises:
+        UnsafeNameError: if it does not.
+    """
+    path = os.path.join(folder, check_member(name, what))
+    root = os.path.realpath(folder)
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise UnsafeNameError(f"{what} {name!r} resolves outside {folder}; refusing to use it")
+    return path
 
 
 def is_remote(uri: str) -> bool:
@@ -24,22 +88,50 @@ def join_uri(uri: str, *parts: str) -> str:
     return os.path.join(uri, *parts)
 
 
+def resolve_spec(spec: str) -> str:
+    """A ``--source`` spec with its local path made absolute (``cifar10:data`` → ``cifar10:/…/data``).
+
+    Specs without a path (``digits``) and remote ones (``mds:s3://…``) come back unchanged.
+    """
+    kind, sep, rest = spec.partition(":")
+    if not sep or not rest or is_remote(rest):
+        return spec
+    return f"{kind}:{os.path.abspath(rest)}"
+
+
 def fetch(uri: str, names: list[str], into: str) -> None:
-    """Download ``names`` (paths relative to ``uri``) into the local folder ``into``."""
+    """Download ``names`` (members of the dataset at ``uri``) into the local folder ``into``.
+
+    Raises:
+        UnsafeNameError: if a name is not a plain member name (checked before any download).
+    """
     from streaming.base.storage.download import CloudDownloader
 
-    for name in names:
-        CloudDownloader.direct_download(join_uri(uri, name), os.path.join(into, name), 60)
+    targets = [member_path(into, name, "download") for name in names]
+    for name, target in zip(names, targets, strict=True):
+        CloudDownloader.direct_download(join_uri(uri, name), target, 60)
 
 
 def read_json(uri: str, name: str, scratch: str) -> dict:
-    """Load ``uri/name`` (downloaded into ``scratch`` if remote); ``FileNotFoundError`` if absent."""
+    """Load ``uri/name`` (downloaded into ``scratch`` if remote); ``FileNotFoundError`` if absent.
+
+    Raises:
+        FileNotFoundError: if it cannot be read.
+        ValueError: if it is not a JSON object (``json.JSONDecodeError`` if not JSON at all).
+        UnsafeNameError: if ``name`` is not a plain member name.
+    """
     if not is_remote(uri):
-        with open(os.path.join(uri, name)) as f:
-            return json.load(f)
-    try:
-        fetch(uri, [name], scratch)
-    except Exception as e:
-        raise FileNotFoundError(f"cannot read {join_uri(uri, name)}: {e}") from None
-    with open(os.path.join(scratch, name)) as f:
-        return json.load(f)
+        path = member_path(uri, name, "read")
+    else:
+        try:
+            fetch(uri, [name], scratch)
+        except UnsafeNameError:
+            raise
+        except Exception as e:
+            raise FileNotFoundError(f"cannot read {join_uri(uri, name)}: {e}") from None
+        path = os.path.join(scratch, name)
+    with open(path) as f:
+        value = json.load(f)
+    if not isinstance(value, dict):
+        raise ValueError(f"{join_uri(uri, name)} holds a JSON {type(value).__name__}, not an object")
+    return value

@@ -1,0 +1,330 @@
+"""What every reader checks before trusting a pre-mixed dataset, which may come from a stranger.
+
+``verify``, ``preview`` and :class:`writer.PremixedDataset` all start here: the index must name
+only plain files inside the dataset (:func:`writer.uri.check_member`) with no column encoding
+but this writer's (streaming's ``pkl`` would unpickle), and the manifest must agree with the
+index and with itself (counts, epochs, batch size, columns, the group's share of the schedule),
+so no later step divides by a zero batch size or reads samples a manifest does not describe.
+A merged root must also agree with the groups its index reads from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from cutmix_algo.sampling import check_alpha
+from writer.premix import ENCODINGS, INDEX_NAME, MANIFEST_NAME, PremixConfig, Schedule, column_encodings
+from writer.uri import UnsafeNameError, check_member
+
+__all__ = [
+    "DatasetError",
+    "Layout",
+    "check_index",
+    "check_layout",
+    "check_merged_groups",
+    "check_sample",
+    "label_classes",
+    "shown",
+    "strip_group",
+]
+
+_MAX_EPOCHS = 2**31 - 1  # the ``epoch`` column is int32
+_LABEL_TOLERANCE = 1e-4  # float32 rows sum to 1 up to rounding
+
+
+class DatasetError(ValueError):
+    """A dataset is malformed, inconsistent with its manifest, or names files outside itself."""
+
+
+def shown(value: object) -> str:
+    """``value`` as text safe to print: a string from a dataset may hold terminal escapes."""
+    text = str(value)
+    return text if text.isprintable() else ascii(text)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a checked manifest says about the samples its index lists.
+
+    Attributes:
+        config: the write's arguments.
+        schedule: the full write's batch schedule.
+        offset: global position of the first listed sample (non-zero for a group).
+        total: number of listed samples.
+        image_shape: ``(H, W, C)``.
+        class_names: one name per class.
+    """
+
+    config: PremixConfig
+    schedule: Schedule
+    offset: int
+    total: int
+    image_shape: tuple[int, int, int]
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (the label's length)."""
+        return len(self.class_names)
+
+
+def _int(value: object, what: str, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
+            high is not None and value > high):
+        bound = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        raise DatasetError(f"{MANIFEST_NAME}: {what} must be {bound}, got {shown(repr(value))}")
+    return value
+
+
+def _get(mapping: object, key: str, what: str) -> object:
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise DatasetError(f"{what} has no {key!r}: not a cutmix-writer dataset")
+    return mapping[key]
+
+
+def check_index(index: object) -> list[dict]:
+    """Check an ``index.json``'s structure and every file name in it; return its shard list.
+
+    Raises:
+        DatasetError: naming the first bad entry.
+    """
+    if _get(index, "version", INDEX_NAME) != 2:
+        raise DatasetError(f"{INDEX_NAME}: version must be 2 (streaming's MDS index)")
+    shards = _get(index, "shards", INDEX_NAME)
+    if not isinstance(shards, list):
+        raise DatasetError(f"{INDEX_NAME}: 'shards' must be a list")
+    seen: set[str] = set()
+    for i, shard in enumerate(shards):
+        what = f"{INDEX_NAME} shard {i}"
+        if not isinstance(shard, dict) or shard.get("format") != "mds":
+            raise DatasetError(f"{what} is not an MDS shard entry")
+        raw, zipped = shard.get("raw_data"), shard.get("zip_data")
+        for part, info in (("raw_data", raw), ("zip_data", zipped)):
+            if info is None and part == "zip_data":
+                continue
+            if not isinstance(info, dict):
+                raise DatasetError(f"{what}: {part} must be an object")
+            try:
+                name = check_member(info.get("basename"), f"{what} {part}.basename")
+            except UnsafeNameError as e:
+                raise DatasetError(str(e)) from None
+            if name in seen:
+                raise DatasetError(f"{what} {part}.basename {name!r} is listed twice")
+            seen.add(name)
+            size = info.get("bytes")
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise DatasetError(f"{what} {part}.bytes must be a non-negative integer")
+            if not isinstance(info.get("hashes"), dict):
+                raise DatasetError(f"{what} {part}.hashes must be an object")
+        samples = shard.get("samples")
+        # Each sample costs at least its 4-byte offset, so a count the file cannot hold is a lie
+        # (and would make a reader allocate for it).
+        if (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1
+                or 4 * (samples + 2) > raw["bytes"]):
+            raise DatasetError(f"{what}: samples must be a positive count its "
+                               f"{raw['bytes']} bytes can hold, got {shown(repr(samples))}")
+        names, encodings = shard.get("column_names"), shard.get("column_encodings")
+        if not (isinstance(names, list) and isinstance(encodings, list) and len(names) == len(encodings)):
+            raise DatasetError(f"{what}: column_names and column_encodings must be equal-length lists")
+    return shards
+
+
+def _group(manifest: dict, schedule: Schedule) -> tuple[int, int] | None:
+    """``(offset, num_samples)`` of a group manifest's share, checked against the schedule."""
+    group = manifest.get("group")
+    if group is None:
+        return None
+    count = _int(_get(group, "count", "group"), "group.count", 1, schedule.total_batches)
+    index = _int(_get(group, "index", "group"), "group.index", 0, count - 1)
+    start, stop = schedule.group_range(count, index)
+    expected = {"start_batch": start, "stop_batch": stop,
+                "num_samples": schedule.first_sample(stop) - schedule.first_sample(start)}
+    for key, value in expected.items():
+        if _get(group, key, "group") != value:
+            raise DatasetError(f"{MANIFEST_NAME}: group.{key} is {shown(repr(group[key]))} but group "
+                               f"{index} of {count} of this schedule has {value}")
+    return schedule.first_sample(start), expected["num_samples"]
+
+
+def check_layout(manifest: object, index: object) -> Layout:
+    """Check a manifest against itself and against the index it sits beside.
+
+    Args:
+        manifest: the loaded ``cutmix_manifest.json`` (untrusted).
+        index: the loaded ``index.json`` (untrusted).
+
+    Returns:
+        Layout: the checked arguments, schedule and listed range.
+
+    Raises:
+        DatasetError: in one line, naming the first disagreement (e.g. ``epochs`` edited).
+    """
+    shards = check_index(index)
+    args = _get(manifest, "args", MANIFEST_NAME)
+    source = _get(manifest, "source", MANIFEST_NAME)
+    try:
+        alpha = check_alpha(_get(args, "alpha", "args"))
+    except ValueError as e:
+        raise DatasetError(f"{MANIFEST_NAME}: args.{e}") from None
+    batch_size = _int(_get(args, "batch_size", "args"), "args.batch_size", 1)
+    epochs = _int(_get(args, "epochs", "args"), "args.epochs", 1, _MAX_EPOCHS)
+    seed = _int(_get(args, "seed", "args"), "args.seed", 0, 2**64 - 1)
+    encoding = _get(args, "encoding", "args")
+    if encoding not in ENCODINGS:
+        raise DatasetError(f"{MANIFEST_NAME}: args.encoding must be one of {', '.join(ENCODINGS)}")
+    compression = _get(args, "compression", "args")
+    if compression is not None and not isinstance(compression, str):
+        raise DatasetError(f"{MANIFEST_NAME}: args.compression must be a string or null")
+    size_limit = _int(_get(args, "size_limit", "args"), "args.size_limit", 1)
+    num_images = _int(_get(source, "num_images", "source"), "source.num_images", 1)
+    shape = _get(source, "image_shape", "source")
+    if not (isinstance(shape, list) and len(shape) == 3):
+        raise DatasetError(f"{MANIFEST_NAME}: source.image_shape must be [H, W, C]")
+    height, width, channels = (_int(d, "source.image_shape", 1) for d in shape)
+    names = _get(manifest, "class_names", MANIFEST_NAME)
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise DatasetError(f"{MANIFEST_NAME}: class_names must be a non-empty list of strings")
+    if _get(manifest, "num_classes", MANIFEST_NAME) != len(names):
+        raise DatasetError(f"{MANIFEST_NAME}: num_classes is {shown(repr(manifest['num_classes']))} "
+                           f"but class_names has {len(names)}")
+    schedule = Schedule(num_images, batch_size, epochs)
+    for key, value in (("num_samples", schedule.total_samples),
+                       ("batches_per_epoch", schedule.batches_per_epoch)):
+        if _get(manifest, key, MANIFEST_NAME) != value:
+            raise DatasetError(
+                f"{MANIFEST_NAME}: {key} is {shown(repr(manifest[key]))} but {epochs} epochs of "
+                f"{num_images} images in batches of {batch_size} give {value}")
+    columns = column_encodings(encoding, (height, width, channels), len(names))
+    if manifest.get("columns") != columns:
+        raise DatasetError(f"{MANIFEST_NAME}: columns do not match args.encoding {encoding}, "
+                           f"source.image_shape {shape} and {len(names)} classes")
+    share = _group(manifest, schedule)
+    offset, expected = share if share is not None else (0, schedule.total_samples)
+    for i, shard in enumerate(shards):
+        if dict(zip(shard["column_names"], shard["column_encodings"], strict=True)) != columns:
+            raise DatasetError(f"{INDEX_NAME} shard {i}: its columns are not the manifest's")
+        if shard.get("compression") != compression or (shard["zip_data"] is None) != (compression is None):
+            raise DatasetError(f"{INDEX_NAME} shard {i}: compression is not the manifest's "
+                               f"{compression}")
+    total = sum(shard["samples"] for shard in shards)
+    if total != expected:
+        raise DatasetError(f"{INDEX_NAME} lists {total} samples but the manifest's {epochs} epochs "
+                           f"of {num_images} images{' (this group)' if share else ''} are {expected}")
+    config = PremixConfig(alpha, batch_size, epochs, seed, encoding, compression, size_limit)
+    return Layout(config, schedule, offset, total, (height, width, channels), list(names))
+
+
+def strip_group(manifest: dict) -> dict:
+    """A group's manifest as the merged one reads: no ``group``; ``args.source_resolved`` is where
+    that machine found the source, so it may differ between groups and is left out too."""
+    out = {k: v for k, v in manifest.items() if k != "group"}
+    if isinstance(out.get("args"), dict):
+        out["args"] = {k: v for k, v in out["args"].items() if k != "source_resolved"}
+    return out
+
+
+def check_merged_groups(manifest: dict, index: dict, read: Callable[[str], dict]) -> None:
+    """Refuse a merged root whose groups were rewritten (or removed) after ``merge``.
+
+    Each ``group-I/`` its index reads from must still hold a manifest equal to the root's (up to
+    :func:`strip_group`) and an index listing exactly the shards the root's index lists for it.
+
+    Args:
+        manifest: the root's manifest.
+        index: the root's index (already through :func:`check_index`).
+        read: loads a JSON member of the root by name (``"group-0/index.json"``).
+
+    Raises:
+        DatasetError: naming the group that disagrees and saying to re-run merge.
+    """
+    listed: dict[str, list[dict]] = {}
+    for shard in index["shards"]:
+        folder, sep, _ = shard["raw_data"]["basename"].partition("/")
+        if sep:
+            listed.setdefault(folder, []).append(shard)
+    for folder, shards in sorted(listed.items()):
+        again = "re-run `cutmix-writer merge` on the root"
+        try:
+            group_manifest = read(f"{folder}/{MANIFEST_NAME}")
+            group_index = read(f"{folder}/{INDEX_NAME}")
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"the merged index reads {folder}/, which has no readable "
+                               f"manifest and index ({e}); {again}") from None
+        if not isinstance(group_manifest, dict) or strip_group(group_manifest) != strip_group(manifest):
+            raise DatasetError(f"{folder}/{MANIFEST_NAME} disagrees with the merged "
+                               f"{MANIFEST_NAME} (the group was rewritten after merge); {again}")
+        theirs = check_index(group_index)
+
+        def key(shard: dict, prefix: str = "") -> tuple:
+            raw, zipped = shard["raw_data"], shard["zip_data"]
+            return (shard["samples"], raw["basename"].removeprefix(prefix), raw["bytes"],
+                    raw["hashes"], zipped and (zipped["basename"].removeprefix(prefix),
+                                               zipped["bytes"], zipped["hashes"]))
+
+        if [key(s, folder + "/") for s in shards] != [key(s) for s in theirs]:
+            raise DatasetError(f"{folder}/{INDEX_NAME} lists other shards than the merged "
+                               f"{INDEX_NAME} (the group was rewritten after merge); {again}")
+
+
+def label_classes(label: np.ndarray, lam: float, num_classes: int) -> list[tuple[int | None, int | None]]:
+    """The ``(class of the base image, class of the patch)`` pairs that give exactly ``label``.
+
+    ``None`` means any class: with ``lam == 1`` nothing was pasted, so the patch's class is not
+    in the label (and with ``lam == 0`` the base's). With ``lam == 0.5`` and two classes both
+    orders fit. An empty list means the label is no CutMix of two one-hot labels by ``lam``.
+    """
+    present = [int(c) for c in np.flatnonzero(label)]
+    if not 1 <= len(present) <= 2:
+        return []
+    # mix_targets' arithmetic for one row: float32 λ at a, then 1 - λ (in float32) added at b.
+    kept = np.float32(lam)
+    pairs: list[tuple[int | None, int | None]] = []
+    for a in present:
+        for b in present:
+            mixed = np.zeros(num_classes, dtype=np.float32)
+            mixed[a] = kept
+            mixed[b] += np.float32(1.0) - kept
+            if np.array_equal(mixed, label):
+                pairs.append((a, b))
+    if lam == 1.0 and len(present) == 1:
+        pairs.append((present[0], None))
+    if lam == 0.0 and len(present) == 1:
+        pairs.append((None, present[0]))
+    return pairs
+
+
+def check_sample(item: dict, layout: Layout, where: str) -> None:
+    """Check one decoded sample's columns against the layout (shapes, ranges, a valid label).
+
+    Raises:
+        DatasetError: naming ``where`` and the first bad column.
+    """
+    height, width, channels = layout.image_shape
+    image = np.asarray(item["image"])
+    # A one-channel PNG/JPEG decodes to a 2-D (grey) image.
+    if image.shape != (height, width, channels) and not (channels == 1 and image.shape == (height, width)):
+        raise DatasetError(f"{where}: image has shape {image.shape}, the manifest says "
+                           f"{layout.image_shape}")
+    label = np.asarray(item["label"])
+    if (label.shape != (layout.num_classes,) or not np.isfinite(label).all() or (label < 0).any()
+            or abs(float(label.sum(dtype=np.float64)) - 1.0) > _LABEL_TOLERANCE):
+        raise DatasetError(f"{where}: label is not a class distribution over "
+                           f"{layout.num_classes} classes (finite, non-negative, summing to 1)")
+    lam = float(item["lam"])
+    if not 0.0 <= lam <= 1.0:
+        raise DatasetError(f"{where}: lam {lam} is outside [0, 1]")
+    top, left, bottom, right = (int(v) for v in np.asarray(item["box"]).reshape(-1)[:4])
+    if not (np.asarray(item["box"]).size == 4 and 0 <= top <= bottom <= height
+            and 0 <= left <= right <= width):
+        raise DatasetError(f"{where}: box {np.asarray(item['box']).tolist()} is outside the "
+                           f"{height} x {width} image")
+    for key in ("index_a", "index_b"):
+        if not 0 <= int(item[key]) < layout.schedule.num_images:
+            raise DatasetError(f"{where}: {key} {int(item[key])} is not a source index "
+                               f"(the source has {layout.schedule.num_images} images)")
+    if not 0 <= int(item["epoch"]) < layout.config.epochs:
+        raise DatasetError(f"{where}: epoch {int(item['epoch'])} is not one of the "
+                           f"{layout.config.epochs} epochs")
