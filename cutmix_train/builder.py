@@ -1,12 +1,18 @@
 """Trainer assembly: a validated recipe in, a ready Composer ``Trainer`` out, and its summary.
 
-Everything that can fail on a bad recipe (names, files, data) fails here, before training: the
-data is opened and the model built before the Trainer, and no batch is drawn until ``fit``.
+Everything that can fail on a bad recipe (names, files, data, the checkpoint folder) fails here,
+before training: the data is opened and the model built before the Trainer, and no batch is drawn
+until ``fit``.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import sys
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +28,7 @@ from composer.optim import (
     MultiStepScheduler,
     MultiStepWithWarmupScheduler,
 )
-from composer.utils import dist, reproducibility
+from composer.utils import dist, format_name_with_dist, reproducibility
 
 from cutmix_algo import CutMix
 from cutmix_train.augment import DeviceAugment, augment_before_mixing
@@ -31,14 +37,27 @@ from cutmix_train.data import DataBundle, build_data
 from cutmix_train.models import build_model
 
 __all__ = [
+    "LATEST_CHECKPOINT",
+    "SUMMARY_NAME",
     "build_algorithms",
     "build_optimizer",
     "build_scheduler",
     "build_trainer",
+    "checkpoint_folder",
+    "is_complete",
+    "progress",
     "resolve_device",
     "resolve_precision",
+    "resumed_from",
     "summarize",
 ]
+
+# Composer's default checkpoint names (the recipe schema does not change them): one file per save,
+# and a symlink to the newest, which autoresume loads.
+LATEST_CHECKPOINT = "latest-rank0.pt"
+_CHECKPOINT_FILE = re.compile(r"^ep(\d+)-ba(\d+)-rank0\.pt$")
+# The finished run's summary, kept next to its checkpoints so that a rerun can report it.
+SUMMARY_NAME = "cutmix-summary.json"
 
 
 def resolve_device(name: str) -> str:
@@ -107,6 +126,9 @@ def build_algorithms(recipe: Recipe, data: DataBundle) -> list[Algorithm]:
                 num_classes=data.num_classes,
                 uniform_sampling=cutmix.uniform_sampling,
                 stop_at=cutmix.stop_at,
+                # ImageBatchDataset.__getitems__ index_selects a fresh batch and DeviceAugment
+                # writes a new one: the batch is never the dataset's memory.
+                inplace=True,
             )
         )
     return algorithms
@@ -126,6 +148,144 @@ def _share_cpu_threads(device: str) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
 
 
+def _say(line: str) -> None:
+    # What the user must know (a fallback, what the shards hold) goes to stderr, from rank 0 only.
+    if dist.get_global_rank() == 0:
+        print(line, file=sys.stderr, flush=True)
+
+
+def checkpoint_folder(recipe: Recipe) -> Path | None:
+    """The recipe's local checkpoint folder, ``{run_name}`` filled in; None if unset or remote."""
+    folder = recipe.checkpoint.save_folder
+    if not folder or "://" in folder:
+        return None
+    return Path(format_name_with_dist(folder, recipe.run_name or recipe.name))
+
+
+def _saved_checkpoints(folder: Path) -> list[Path]:
+    """The folder's checkpoint files, oldest first (by batch)."""
+    found = [(int(m.group(2)), path) for path in folder.iterdir() if (m := _CHECKPOINT_FILE.match(path.name))]
+    return [path for _, path in sorted(found)]
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """What is wrong with a checkpoint file, or None if it is a complete one.
+
+    torch saves checkpoints as zip archives: a truncated file has no central directory, and a
+    damaged one fails a member's CRC. Checking that costs a read, not an unpickling.
+    """
+    if not path.exists():
+        return "the file is missing"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        return f"{type(e).__name__}: {e}"
+    return None if damaged is None else f"{damaged} fails its CRC check"
+
+
+def _inspect_checkpoint_folder(recipe: Recipe) -> tuple[str | None, list[str]]:
+    """Rank 0's look at the checkpoint folder: (an error, or None; lines to tell the user).
+
+    Refuses a folder that is a file and a folder of an earlier run that would not be resumed;
+    under autoresume, replaces a truncated latest checkpoint by the newest intact one.
+    """
+    folder = checkpoint_folder(recipe)
+    if folder is None:
+        return None, []
+    key = "checkpoint.save_folder"
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "" if existing == folder else f" (on the way to {folder})"
+        return f"{key}: {existing} is a file, not a folder{where}", []
+    if not folder.is_dir():
+        return None, []
+    ckpt = recipe.checkpoint
+    saved = _saved_checkpoints(folder)
+    if not ckpt.autoresume:
+        if saved and not ckpt.overwrite and ckpt.load_path is None:
+            return (
+                f"{key}: {folder} already holds checkpoints of an earlier run ({saved[-1].name} is the newest); "
+                "set checkpoint.autoresume=true to continue that run, or remove the folder (or choose another "
+                "checkpoint.save_folder) to start fresh",
+                [],
+            )
+        return None, []
+    latest = folder / LATEST_CHECKPOINT
+    if not latest.is_symlink() and not latest.exists():
+        return None, []  # nothing to resume: a fresh start
+    problem = _checkpoint_problem(latest)
+    if problem is None:
+        return None, []
+    broken = Path(os.path.realpath(latest))
+    for candidate in reversed(saved):
+        if candidate.resolve() == broken or _checkpoint_problem(candidate) is not None:
+            continue
+        # Keep the broken file under another name (never delete the user's bytes): Composer
+        # would otherwise find it in the way when the resumed run saves that batch again.
+        moved = ""
+        if broken.exists():
+            aside = broken.with_name(broken.name + ".corrupt")
+            os.replace(broken, aside)
+            moved = f"; moved it to {aside.name}"
+        latest.unlink()
+        latest.symlink_to(candidate.name)
+        return None, [
+            f"{key}: the latest checkpoint {broken} is truncated or corrupt ({problem}){moved}; "
+            f"resuming from the previous checkpoint {candidate} instead"
+        ]
+    return (
+        f"{key}: the latest checkpoint {broken} is truncated or corrupt ({problem}) and no earlier checkpoint "
+        f"in {folder} is intact; remove {folder} (or choose another checkpoint.save_folder) to start fresh",
+        [],
+    )
+
+
+def _check_checkpoint_folder(recipe: Recipe) -> None:
+    # Rank 0 looks (and repairs); every rank gets its verdict, so all fail or none does.
+    verdict: list[Any] = [_inspect_checkpoint_folder(recipe) if dist.get_global_rank() == 0 else None]
+    dist.broadcast_object_list(verdict, src=0)
+    error, notes = verdict[0]
+    if error is not None:
+        raise RecipeError(error)
+    for line in notes:
+        _say(line)
+
+
+def _check_train_batches(recipe: Recipe, data: DataBundle) -> None:
+    # drop_last drops a short last batch: a batch larger than the data trains nothing at all.
+    try:
+        batches = len(data.train)
+    except TypeError:  # a loader without a length
+        return
+    if batches > 0:
+        return
+    dataset = data.train.dataset
+    samples = getattr(dataset, "num_samples", None) or len(dataset)
+    world = dist.get_world_size()
+    per_rank = f" ({recipe.train.batch_size // world} per process over {world} processes)" if world > 1 else ""
+    raise RecipeError(
+        f"train.batch_size: {recipe.train.batch_size}{per_rank} is larger than the {samples} training samples; "
+        "incomplete batches are dropped, so not one batch would train"
+    )
+
+
+def _premixed_note(recipe: Recipe, data: DataBundle) -> None:
+    manifest = data.manifest
+    if not manifest:
+        return
+    args = manifest.get("args", {})
+    key = "data.remote" if recipe.data.remote else "data.local"
+    _say(
+        f"{key}: the shards hold {args.get('epochs')} epochs of {manifest.get('source', {}).get('num_images')} "
+        f"{args.get('source')} images ({manifest.get('num_samples')} samples; writer seed {args.get('seed')}, "
+        f"batch {args.get('batch_size')}, alpha {args.get('alpha')}); train.max_duration "
+        f"{recipe.train.max_duration} counts passes over all of them"
+    )
+
+
 def build_trainer(recipe: Recipe, callbacks: list[Any] | None = None) -> Trainer:
     """Build the Trainer a recipe describes: data, model, algorithms, optimizer, schedule, I/O.
 
@@ -137,7 +297,11 @@ def build_trainer(recipe: Recipe, callbacks: list[Any] | None = None) -> Trainer
         Trainer: ready to ``fit()``; no batch has been drawn yet.
 
     Raises:
-        RecipeError: naming the key or file, if the device, precision or data cannot be used.
+        RecipeError: naming the key or file, if the device, precision, data or checkpoint folder
+            cannot be used: a folder that is a file, an earlier run's folder without autoresume,
+            a batch larger than the training data. Under autoresume a truncated latest checkpoint
+            is moved aside (``NAME.corrupt``) and the newest intact one resumed, said on stderr;
+            with none intact, that is an error.
     """
     device = resolve_device(recipe.device)
     precision = resolve_precision(recipe.precision, device)
@@ -146,9 +310,12 @@ def build_trainer(recipe: Recipe, callbacks: list[Any] | None = None) -> Trainer
     _share_cpu_threads(device)
     # Initialize the process group now (the Trainer reuses it) so data setup can use barriers.
     dist.initialize_dist(device)
+    _check_checkpoint_folder(recipe)
     # Seed before the model exists: its initial weights must depend on the seed alone.
     reproducibility.seed_all(recipe.seed)
     data = build_data(recipe.data, recipe.train.batch_size, recipe.eval.batch_size, recipe.seed)
+    _check_train_batches(recipe, data)
+    _premixed_note(recipe, data)
     model = build_model(recipe.model.name, data.num_classes, data.mean, data.std)
     ckpt = recipe.checkpoint
     return Trainer(
@@ -182,27 +349,101 @@ def build_trainer(recipe: Recipe, callbacks: list[Any] | None = None) -> Trainer
     )
 
 
-def summarize(trainer: Trainer, recipe: Recipe) -> dict[str, Any]:
+def progress(trainer: Trainer) -> dict[str, Any]:
+    """Where the run stands: ``epoch``, ``batch``, ``sample`` and ``train_seconds`` so far.
+
+    The counts and Composer's training wall clock are the whole run's: a resumed Trainer starts
+    from its checkpoint's.
+    """
+    timestamp = trainer.state.timestamp
+    return {
+        "epoch": int(timestamp.epoch),
+        "batch": int(timestamp.batch),
+        "sample": int(timestamp.sample),
+        "train_seconds": timestamp.total_wct.total_seconds(),
+    }
+
+
+def is_complete(trainer: Trainer) -> bool:
+    """Whether the Trainer (resumed from a checkpoint) has already reached its ``max_duration``."""
+    max_duration = trainer.state.max_duration
+    return max_duration is not None and max_duration <= trainer.state.timestamp.get(max_duration.unit)
+
+
+def resumed_from(trainer: Trainer, recipe: Recipe) -> str | None:
+    """The checkpoint a freshly built Trainer continues from, or None if it starts at zero."""
+    if int(trainer.state.timestamp.batch) == 0:
+        return None
+    folder = checkpoint_folder(recipe)
+    if recipe.checkpoint.autoresume and folder is not None and (folder / LATEST_CHECKPOINT).exists():
+        return os.path.realpath(folder / LATEST_CHECKPOINT)
+    if recipe.checkpoint.autoresume and recipe.checkpoint.save_folder and recipe.checkpoint.load_path is None:
+        return recipe.checkpoint.save_folder  # a remote folder: Composer fetched its latest checkpoint
+    return recipe.checkpoint.load_path
+
+
+def _finite(value: float | None, digits: int) -> float | None:
+    # JSON has no NaN or inf: a metric that is not a number is reported missing (null).
+    return round(value, digits) if value is not None and math.isfinite(value) else None
+
+
+def _metric(metric: Any) -> float | None:
+    # A metric no eval batch updated would report its initial state (0.0) as a result.
+    if metric is None or not metric.update_called:
+        return None
+    return float(metric.compute())
+
+
+def summarize(
+    trainer: Trainer,
+    recipe: Recipe,
+    start: dict[str, Any] | None = None,
+    wall_seconds: float | None = None,
+    resumed: str | None = None,
+) -> dict[str, Any]:
     """The run's headline numbers; call on every rank (metric syncs are collective).
 
-    ``train_seconds`` is Composer's training wall clock (evaluation excluded), so
-    ``samples_per_second`` is training throughput over all ranks.
+    The top-level counts are the whole run's, over every resume: ``train_seconds`` is Composer's
+    training wall clock (evaluation excluded), so ``samples_per_second`` is training throughput
+    over all ranks. ``this_invocation`` holds this process's share: its own wall clock (loading,
+    building, training and evaluating), the training seconds, samples and batches it added, and the
+    checkpoint it resumed from. Metrics that are missing or not finite are None, so the summary
+    is always valid JSON.
+
+    Args:
+        trainer: the Trainer, after ``fit``.
+        recipe: its recipe.
+        start: :func:`progress` before ``fit``; None means the run started in this process.
+        wall_seconds: this process's wall clock so far.
+        resumed: the checkpoint ``fit`` continued from (:func:`resumed_from`).
+
+    Returns:
+        dict: the summary, JSON-serializable with ``allow_nan=False``.
     """
     state = trainer.state
     metrics = state.eval_metrics.get("eval", {})
-    accuracy = metrics.get("MulticlassAccuracy")
-    loss = metrics.get("CrossEntropy")
-    seconds = state.timestamp.total_wct.total_seconds()
-    samples = int(state.timestamp.sample)
+    now = progress(trainer)
+    before = start or {"epoch": 0, "batch": 0, "sample": 0, "train_seconds": 0.0}
+    seconds = now["train_seconds"]
+    added_seconds = seconds - before["train_seconds"]
+    added_samples = now["sample"] - before["sample"]
     return {
         "name": recipe.name,
-        "eval_accuracy": None if accuracy is None else round(float(accuracy.compute()), 6),
-        "eval_loss": None if loss is None else round(float(loss.compute()), 6),
-        "train_seconds": round(seconds, 3),
-        "samples_per_second": round(samples / seconds, 2) if seconds > 0 else None,
-        "samples": samples,
-        "batches": int(state.timestamp.batch),
-        "epochs": int(state.timestamp.epoch),
+        "eval_accuracy": _finite(_metric(metrics.get("MulticlassAccuracy")), 6),
+        "eval_loss": _finite(_metric(metrics.get("CrossEntropy")), 6),
+        "train_seconds": _finite(seconds, 3),
+        "samples_per_second": _finite(now["sample"] / seconds, 2) if seconds > 0 else None,
+        "samples": now["sample"],
+        "batches": now["batch"],
+        "epochs": now["epoch"],
+        "this_invocation": {
+            "wall_seconds": None if wall_seconds is None else _finite(wall_seconds, 3),
+            "train_seconds": _finite(added_seconds, 3),
+            "samples": added_samples,
+            "batches": now["batch"] - before["batch"],
+            "samples_per_second": _finite(added_samples / added_seconds, 2) if added_seconds > 0 else None,
+            "resumed_from": resumed,
+        },
         "model": recipe.model.name,
         "dataset": recipe.data.dataset,
         "cutmix": recipe.algorithms.cutmix.enabled,
