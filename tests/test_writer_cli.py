@@ -137,9 +137,14 @@ def test_non_empty_out_is_refused_untouched_and_overwrite_replaces(cifar_root: P
     result = run("write", "--source", f"cifar10:{cifar_root}", "--out", out)
     failed(result, "--overwrite")
     assert files(out) == {"precious.txt": b"keep me"}
+    # --overwrite replaces only what cutmix-writer wrote: the user's file is named, not deleted.
+    failed(run("write", "--source", f"cifar10:{cifar_root}", "--out", out, "--overwrite"),
+           "precious.txt")
+    assert files(out) == {"precious.txt": b"keep me"}
     write(cifar_root, tmp_path / "clean")
-    write(cifar_root, out, "--overwrite")
-    assert files(out) == files(tmp_path / "clean")
+    write(cifar_root, tmp_path / "ours", "--seed", 3, "--size-limit", 100_000)
+    write(cifar_root, tmp_path / "ours", "--overwrite")
+    assert files(tmp_path / "ours") == files(tmp_path / "clean")
 
 
 def test_clear_removes_the_index_before_anything_else(tmp_path: Path,

@@ -21,13 +21,16 @@ workers.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import math
 import multiprocessing
 import os
 import signal
-import tempfile
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -47,6 +50,7 @@ from cutmix_algo.sampling import (
     label_lam,
     sample_params,
 )
+from writer.scratch import Scratch
 from writer.sources import ImageSet
 from writer.uri import resolve_spec
 
@@ -401,16 +405,47 @@ class _Encoder:
 
 
 _WORKER_ENCODER: _Encoder | None = None
+_PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+
+
+def _die_with(parent_pid: int) -> None:
+    """End this worker when the writer that started it dies, even by SIGKILL.
+
+    A worker's parent is the fork server, so Linux's parent-death signal covers the server's
+    death (it exits when the writer's end of its pipe closes); a thread polling the writer's
+    pid covers the rest, and other systems.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+            if os.getppid() != parent:  # the fork server died: reparented
+                os._exit(1)
+
+    threading.Thread(target=watch, name="cutmix-parent-watch", daemon=True).start()
 
 
 def _init_worker(images_path: str, labels: np.ndarray, class_names: list[str], seed: int,
-                 alpha: float, batch_size: int, encoding: str) -> None:
+                 alpha: float, batch_size: int, encoding: str, parent_pid: int) -> None:
     global _WORKER_ENCODER
     # Importing cutmix_algo imports Composer, which turns SIGTERM and SIGINT into sys.exit: a
     # worker would then outlive a terminate() stuck on a queue lock. Workers die on SIGTERM
     # and leave Ctrl-C to the parent, which shuts the pool down.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with(parent_pid)
     # Memory-mapped, so every worker reads the one copy in the page cache.
     images = np.load(images_path, mmap_mode="r")
     source = ImageSet(images, labels, class_names)
@@ -482,11 +517,13 @@ def iter_encoded(
         encoder = _Encoder(source, seed, alpha, schedule.batch_size, encoding)
         yield from map(encoder, tasks)
         return
-    with tempfile.TemporaryDirectory(prefix="cutmix-writer-src-") as folder:
+    # A Scratch, not a TemporaryDirectory: if a kill leaves the copy behind, the next write's
+    # sweep_stale() removes it.
+    with Scratch("cutmix-writer-src-") as folder:
         images_path = os.path.join(folder, "images.npy")
         np.save(images_path, source.images)
         initargs = (images_path, source.labels, source.class_names, seed, alpha,
-                    schedule.batch_size, encoding)
+                    schedule.batch_size, encoding, os.getpid())
         pool = _executor(min(workers, len(tasks)), initargs)
         try:
             pending: deque[Future] = deque()
@@ -559,6 +596,7 @@ def build_manifest(
     split: str,
     image_size: int | None = None,
     group: dict | None = None,
+    mds_options: dict | None = None,
 ) -> dict:
     """The manifest stored beside ``index.json``: arguments, source fingerprint, classes, keys.
 
@@ -573,6 +611,9 @@ def build_manifest(
         split: the ``--split``.
         image_size: the ``--image-size``, if any.
         group: ``{"index", "count", "start_batch", "stop_batch"}`` for a group's share.
+        mds_options: ``{"image_column", "label_column", "num_classes"}`` of an ``mds:`` source;
+            recorded as ``args["mds"]`` only where one differs from its default, so other
+            writes keep their manifest bytes.
 
     Returns:
         dict: the manifest.
@@ -612,6 +653,9 @@ def build_manifest(
             "batch": "sample_params(len(batch), H, W, alpha, derive_generator(seed, epoch, batch))",
         },
     }
+    defaults = {"image_column": "image", "label_column": "label", "num_classes": None}
+    if mds_options and any(mds_options.get(k, v) != v for k, v in defaults.items()):
+        manifest["args"]["mds"] = {k: mds_options.get(k, v) for k, v in defaults.items()}
     if group is not None:
         manifest["group"] = group
     return manifest

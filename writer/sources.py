@@ -25,7 +25,10 @@ __all__ = [
     "load_digits",
     "load_imagefolder",
     "load_mds",
+    "check_labels",
+    "check_pixels",
     "open_source",
+    "source_locations",
 ]
 
 SPLITS = ("train", "test")
@@ -98,6 +101,66 @@ def _check_split(split: str) -> str:
     return split
 
 
+def _value_range(array: np.ndarray) -> str:
+    if array.size == 0:
+        return "no values"
+    return f"values in [{array.min()}, {array.max()}]"
+
+
+def check_pixels(array: np.ndarray, where: str) -> np.ndarray:
+    """Return ``array`` as uint8 pixels, refusing anything a cast would change.
+
+    uint8 passes as it is; other integer dtypes pass when every value lies in 0..255 (a lossless
+    conversion). Floats, booleans and integers outside 0..255 are refused: a cast would turn
+    [0, 1] floats black and wrap 300 to 44.
+
+    Args:
+        array: the pixels.
+        where: what holds them, for the message (a file, a column).
+
+    Raises:
+        SourceError: naming ``where``, the dtype and the range found.
+    """
+    array = np.asarray(array)
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind in "iu" and (array.size == 0 or (array.min() >= 0 and array.max() <= 255)):
+        return array.astype(np.uint8)
+    hint = "; scale and round them to uint8 yourself" if array.dtype.kind == "f" else ""
+    raise SourceError(
+        f"{where} holds {array.dtype} pixels with {_value_range(array)}; expected uint8 pixels "
+        f"in [0, 255] (nothing is scaled, clipped or wrapped){hint}"
+    )
+
+
+def check_labels(labels: object, where: str, num_classes: int | None) -> np.ndarray:
+    """Return ``labels`` as int64 class numbers in ``[0, num_classes)``, refusing anything else.
+
+    Args:
+        labels: a sequence of labels.
+        where: what holds them, for the message (a file, a column).
+        num_classes: the number of classes, or ``None`` to skip the range check.
+
+    Raises:
+        SourceError: for non-integer labels (3.7 is not truncated to 3) or labels out of range,
+            naming ``where``, the dtype and the range found.
+    """
+    array = np.asarray(labels)
+    if array.dtype.kind not in "iu" or array.ndim != 1:
+        shape = "" if array.ndim == 1 else f" of shape {array.shape}"
+        found = _value_range(array) if array.dtype.kind in "iuf" else "values"
+        raise SourceError(
+            f"{where} holds {array.dtype} labels{shape} with {found}; expected one int class "
+            "per image (nothing is rounded or truncated)"
+        )
+    if num_classes is not None and array.size and (array.min() < 0 or array.max() >= num_classes):
+        raise SourceError(
+            f"{where} holds {array.dtype} labels with {_value_range(array)}; expected int "
+            f"labels in [0, {num_classes})"
+        )
+    return array.astype(np.int64)
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
@@ -143,18 +206,29 @@ def load_cifar10(root: str | Path, split: str) -> ImageSet:
     data, labels = [], []
     try:
         meta = _unpickle(folder / "batches.meta")
+        class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in _get(meta, "label_names")]
         for name in names:
             batch = _unpickle(folder / name)
-            data.append(np.asarray(_get(batch, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.extend(int(v) for v in _get(batch, "labels"))  # type: ignore[union-attr]
-        class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in _get(meta, "label_names")]
+            pixels = np.asarray(_get(batch, "data"))
+            batch_labels = check_labels(list(_get(batch, "labels")), f"{folder / name} 'labels'",  # type: ignore[call-overload]
+                                        len(class_names))
+            if pixels.ndim != 2 or pixels.shape != (len(batch_labels), 3 * 32 * 32):
+                raise SourceError(
+                    f"{folder / name} 'data' has shape {pixels.shape}; expected "
+                    f"({len(batch_labels)}, 3072): one row of 3072 channel-major bytes per label"
+                )
+            pixels = check_pixels(pixels, f"{folder / name} 'data'")
+            data.append(pixels.reshape(-1, 3, 32, 32))
+            labels.append(batch_labels)
     except FileNotFoundError as e:
         raise SourceError(f"CIFAR-10 file missing: {e.filename}; {where}") from None
     except (KeyError, ValueError, TypeError) as e:
         if isinstance(e, SourceError):
             raise
         raise SourceError(f"malformed CIFAR-10 file in {folder}: {e!r}") from None
-    return _make(np.concatenate(data).transpose(0, 2, 3, 1), labels, class_names)
+    if not sum(len(batch) for batch in labels):
+        raise SourceError(f"CIFAR-10 {split} split in {folder} holds no images")
+    return _make(np.concatenate(data).transpose(0, 2, 3, 1), np.concatenate(labels), class_names)
 
 
 def load_digits(split: str) -> ImageSet:
@@ -229,6 +303,10 @@ def load_imagefolder(root: str | Path, image_size: int | None = None) -> ImageSe
                     if image_size is not None:
                         im = _fit_square(im, image_size)
                     array = np.asarray(im, dtype=np.uint8)
+            except Image.DecompressionBombError as e:
+                raise SourceError(
+                    f"image {path} is over PIL's size limit (Image.MAX_IMAGE_PIXELS): {e}"
+                ) from None
             except OSError as e:
                 raise SourceError(f"cannot decode image {path}: {e}") from None
             if images and array.shape != images[0].shape:
@@ -244,13 +322,76 @@ def load_imagefolder(root: str | Path, image_size: int | None = None) -> ImageSe
     return _make(np.stack(images), labels, classes)
 
 
-def _to_hwc(value: object) -> np.ndarray:
-    array = np.asarray(value)  # PIL images and ndarrays alike
+# Column encodings an MDS source may use. Images: an ndarray of integers (checked for 0..255 per
+# sample) or an encoding streaming decodes to a PIL image or a uint8 array. Labels: one integer.
+_MDS_IMAGE_ENCODINGS = ("ndarray", "pil", "png", "jpeg", "jpeg_array", "jpegarray")
+_MDS_LABEL_ENCODINGS = ("int", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                        "uint64", "str_int", "ndarray")
+# PIL modes whose pixels are 8-bit channels as they are; "P" and "1" are converted to RGB, since
+# their arrays hold palette indices and booleans, not colours.
+_PIL_AS_IS = ("L", "RGB", "RGBA")
+_PIL_TO_RGB = ("P", "1")
+
+
+def _check_mds_columns(uri: str, encodings: dict[str, str], image_key: str, label_key: str) -> None:
+    expected_image = "ndarray:uint8[:H,W,C], png, jpeg, jpeg_array or pil"
+    expected_label = "int, int8 … uint64, str_int, or a scalar integer ndarray"
+    for key, flag in ((image_key, "--image-column"), (label_key, "--label-column")):
+        if key not in encodings:
+            raise SourceError(
+                f"MDS dataset {uri} has no column {key!r}; its columns are "
+                f"{', '.join(f'{k} ({v})' for k, v in sorted(encodings.items()))}; name the "
+                f"right one with {flag}"
+            )
+    image, label = encodings[image_key], encodings[label_key]
+    kind, _, rest = image.partition(":")
+    image_dtype = rest.partition(":")[0]
+    if kind not in _MDS_IMAGE_ENCODINGS or (image_dtype and np.dtype(image_dtype).kind not in "iu"):
+        raise SourceError(
+            f"MDS dataset {uri}: image column {image_key!r} is encoded {image!r}; expected "
+            f"{expected_image}"
+        )
+    kind, _, rest = label.partition(":")
+    label_dtype, _, label_shape = rest.partition(":")
+    scalar = label_shape in ("", "1")
+    if (kind not in _MDS_LABEL_ENCODINGS or not scalar
+            or (label_dtype and np.dtype(label_dtype).kind not in "iu")):
+        raise SourceError(
+            f"MDS dataset {uri}: label column {label_key!r} is encoded {label!r}; expected "
+            f"{expected_label} (one class per image; soft or float labels cannot be pre-mixed)"
+        )
+
+
+def _mds_image(value: object, where: str) -> np.ndarray:
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        if value.mode in _PIL_TO_RGB:
+            value = value.convert("RGB")
+        elif value.mode not in _PIL_AS_IS:
+            raise SourceError(
+                f"{where} is a PIL image of mode {value.mode!r}; expected 8-bit "
+                f"{', '.join(_PIL_AS_IS)} (or P, converted to RGB)"
+            )
+    array = np.asarray(value)
     if array.ndim == 2:
         array = array[..., None]
-    if array.ndim != 3:
-        raise SourceError(f"MDS image column must hold H x W (x C) images, got shape {array.shape}")
-    return array.astype(np.uint8, copy=False)
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise SourceError(
+            f"{where} has shape {array.shape}; expected H x W x C with C = 1, 3 or 4 "
+            "(channels last)"
+        )
+    return check_pixels(array, where)
+
+
+def _mds_label(value: object, where: str) -> int:
+    array = np.asarray(value)
+    if array.size != 1:
+        raise SourceError(
+            f"{where} is a {array.dtype} vector of shape {array.shape}; expected one int class "
+            "per image (soft labels cannot be pre-mixed, and nothing is cut to its first value)"
+        )
+    return int(check_labels(array.reshape(1), where, None)[0])
 
 
 def load_mds(
@@ -259,21 +400,31 @@ def load_mds(
     image_key: str = "image",
     label_key: str = "label",
     class_names: list[str] | None = None,
+    num_classes: int | None = None,
 ) -> ImageSet:
     """Load an existing MDS dataset (a local folder or a remote URI) read through streaming.
+
+    The columns are checked before any sample is read: ``image_key`` must be an image
+    (``ndarray`` of integers, ``png``, ``jpeg``, ``jpeg_array`` or ``pil``) and ``label_key``
+    one integer per sample; then every sample is checked: pixels must be 0..255 in a channels-last
+    ``H x W x C`` (C = 1, 3, 4) array or an 8-bit PIL image, labels integers in
+    ``[0, num_classes)``. Nothing is cast, cut or wrapped to fit.
 
     Args:
         uri: the dataset root (``index.json`` there, or under ``split``).
         split: an optional sub-folder of ``uri`` (streaming's ``split``).
-        image_key: the column holding images (``ndarray`` or a PIL-decoded encoding).
+        image_key: the column holding images.
         label_key: the column holding int labels.
-        class_names: names of the classes; default ``"0"`` … ``str(max label)``.
+        class_names: names of the classes; default ``"0"`` … ``str(K - 1)``.
+        num_classes: ``K``; default ``len(class_names)``, else the largest label + 1, which must
+            then leave no class unused (one label of 200000 among ten classes is refused).
 
     Returns:
         ImageSet: the samples in dataset order.
 
     Raises:
-        SourceError: if the dataset cannot be opened or lacks the columns.
+        SourceError: if the dataset cannot be opened, lacks the columns, or holds values that are
+            not images and int labels.
     """
     import tempfile
 
@@ -283,6 +434,8 @@ def load_mds(
     remote = is_remote(uri)
     if not remote and not (Path(uri) / (split or "") / "index.json").is_file():
         raise SourceError(f"MDS dataset not found: no index.json under {Path(uri) / (split or '')}")
+    if class_names is not None and num_classes is not None and len(class_names) != num_classes:
+        raise SourceError(f"{len(class_names)} class names for {num_classes} classes")
     clean_stale_shared_memory()
     with tempfile.TemporaryDirectory(prefix="cutmix-mds-src-") as cache:
         try:
@@ -294,16 +447,16 @@ def load_mds(
                 batch_size=1,
                 download_retry=1,
             )
+            for shard in dataset.shards:
+                _check_mds_columns(uri, dict(zip(shard.column_names, shard.column_encodings,
+                                                 strict=True)), image_key, label_key)
             images, labels = [], []
             for i in range(dataset.num_samples):
                 sample = dataset.get_item(i)
-                if image_key not in sample or label_key not in sample:
-                    raise SourceError(
-                        f"MDS dataset {uri} lacks column {image_key!r} or {label_key!r}; "
-                        f"it has {sorted(sample)}"
-                    )
-                images.append(_to_hwc(sample[image_key]))
-                labels.append(int(np.asarray(sample[label_key]).reshape(-1)[0]))
+                images.append(_mds_image(sample[image_key], f"MDS dataset {uri}: sample {i}'s "
+                                         f"{image_key!r}"))
+                labels.append(_mds_label(sample[label_key], f"MDS dataset {uri}: sample {i}'s "
+                                         f"{label_key!r}"))
         except SourceError:
             raise
         except Exception as e:
@@ -312,28 +465,95 @@ def load_mds(
         raise SourceError(f"MDS dataset {uri} holds no samples")
     if len({im.shape for im in images}) != 1:
         raise SourceError(f"MDS dataset {uri} holds images of different sizes")
-    num = max(labels) + 1
-    names = class_names if class_names is not None else [str(i) for i in range(num)]
-    return _make(np.stack(images), labels, names)
+    values = np.asarray(labels, dtype=np.int64)
+    where = f"MDS dataset {uri}: column {label_key!r}"
+    if num_classes is None and class_names is not None:
+        num_classes = len(class_names)
+    if num_classes is None:
+        used = len(np.unique(values))
+        if values.min() < 0 or used != values.max() + 1:
+            raise SourceError(
+                f"{where} holds labels with {_value_range(values)} but only {used} distinct "
+                "classes; expected int labels in [0, K) using every class, or pass "
+                "--num-classes K"
+            )
+        num_classes = int(values.max()) + 1
+    check_labels(values, where, num_classes)
+    names = class_names if class_names is not None else [str(i) for i in range(num_classes)]
+    return _make(np.stack(images), values, names)
 
 
-def open_source(spec: str, split: str, image_size: int | None = None) -> ImageSet:
+def _imagefolder_root(root: Path, split: str) -> Path:
+    # Either DIR/<split>/<class>/<file> for every split, or a flat DIR/<class>/<file>, which is
+    # a train split only: reading it again for --split test would silently write train images.
+    if not root.is_dir():
+        raise SourceError(f"image folder not found: {root} is not a directory")
+    splits = [name for name in SPLITS if (root / name).is_dir()]
+    if split in splits:
+        return root / split
+    if splits:
+        raise SourceError(
+            f"imagefolder:{root} has split folders ({', '.join(f'{s}/' for s in splits)}) but no "
+            f"{split}/; expected {root}/{split}/<class>/<image file>"
+        )
+    if split != "train":
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        found = ", ".join(classes[:5]) + (", …" if len(classes) > 5 else "")
+        raise SourceError(
+            f"imagefolder:{root} holds class folders ({found or 'none'}) without train/ and "
+            f"test/ sub-folders, which is read as --split train only; --split {split} expects "
+            f"{root}/{split}/<class>/<image file>"
+        )
+    return root
+
+
+def source_locations(spec: str, split: str) -> list[str]:
+    """The local paths or URIs a ``--source`` reads from (none for ``digits``).
+
+    ``cifar10:DIR`` reads ``DIR/cifar-10-batches-py``; ``imagefolder:DIR`` and ``mds:URI`` read
+    ``DIR`` (``URI``) as a whole. The writer refuses an OUT that overlaps one of them.
+    """
+    scheme, sep, rest = spec.partition(":")
+    if not sep or not rest or scheme not in ("cifar10", "imagefolder", "mds"):
+        return []
+    if scheme == "cifar10":
+        return [str(Path(rest) / "cifar-10-batches-py")]
+    return [rest]
+
+
+def open_source(
+    spec: str,
+    split: str,
+    image_size: int | None = None,
+    *,
+    image_column: str = "image",
+    label_column: str = "label",
+    num_classes: int | None = None,
+) -> ImageSet:
     """Open a source from its ``--source`` spec.
 
     Args:
-        spec: ``cifar10:DIR``, ``imagefolder:DIR`` (``DIR/<split>`` if it exists, else ``DIR``),
-            ``mds:URI`` (``URI/<split>`` if it exists, else ``URI``) or ``digits``.
+        spec: ``cifar10:DIR``, ``imagefolder:DIR`` (``DIR/<split>`` if ``DIR`` has split
+            folders; a flat ``DIR/<class>`` is train only), ``mds:URI`` (``URI/<split>`` if it
+            exists, else ``URI``) or ``digits``.
         split: ``"train"`` or ``"test"``.
         image_size: resize/crop size for image folders.
+        image_column: ``mds:`` only, the column holding images.
+        label_column: ``mds:`` only, the column holding int labels.
+        num_classes: ``mds:`` only, the number of classes (default: the largest label + 1).
 
     Returns:
-        ImageSet: the loaded images.
+        ImageSet: the loaded images, at least one.
 
     Raises:
-        SourceError: on an unknown scheme, an empty path or any loader's error.
+        SourceError: on an unknown scheme, an empty path, an empty split or any loader's error.
     """
     _check_split(split)
     scheme, sep, rest = spec.partition(":")
+    mds_options = image_column != "image" or label_column != "label" or num_classes is not None
+    if mds_options and scheme != "mds":
+        raise SourceError("--image-column, --label-column and --num-classes apply to mds: "
+                          f"sources only; got {spec!r}")
     if scheme == "digits" and not rest:
         return load_digits(split)
     if not sep or not rest or scheme not in ("cifar10", "imagefolder", "mds"):
@@ -341,9 +561,9 @@ def open_source(spec: str, split: str, image_size: int | None = None) -> ImageSe
     if scheme == "cifar10":
         return load_cifar10(rest, split)
     if scheme == "imagefolder":
-        root = Path(rest) / split if (Path(rest) / split).is_dir() else Path(rest)
-        return load_imagefolder(root, image_size)
+        return load_imagefolder(_imagefolder_root(Path(rest), split), image_size)
+    options = {"image_key": image_column, "label_key": label_column, "num_classes": num_classes}
     if "://" not in rest:
         has_split = (Path(rest) / split / "index.json").is_file()
-        return load_mds(rest, split if has_split else None)
-    return load_mds(rest, None)
+        return load_mds(rest, split if has_split else None, **options)  # type: ignore[arg-type]
+    return load_mds(rest, None, **options)  # type: ignore[arg-type]

@@ -52,6 +52,13 @@ def _row_writer(on_shard: Callable[[str], None], **kwargs: Any) -> Any:
         def encode_sample(self, sample: bytes) -> bytes:  # type: ignore[override]
             return sample
 
+        def exception_callback(self, future: Future) -> None:
+            # streaming's callback calls future.exception(), which raises CancelledError for the
+            # jobs cancel_future_jobs() cancels after a failure: concurrent.futures would log a
+            # traceback per job above the one-line error.
+            if not future.cancelled():
+                super().exception_callback(future)
+
         def flush_shard(self) -> None:
             super().flush_shard()
             info = self.shards[-1]
@@ -73,9 +80,12 @@ def write_premixed(
 ) -> WriteSummary:
     """Pre-mix ``source`` into one MDS dataset at an empty ``destination``.
 
-    Shards are published as they are flushed, then the manifest, then ``index.json``; a crash
-    anywhere before the end leaves no index. Call it under ``if __name__ == "__main__":`` in
-    scripts: ``workers > 1`` starts processes.
+    The write claims ``destination`` first (unless the caller did: :meth:`Destination.claim`),
+    publishes shards as they are flushed, checks that it still holds the claim (and, in a
+    bucket, that its shards are unchanged), then publishes the manifest and ``index.json``. A
+    crash anywhere before the end leaves no index; a failure or an interrupt (Ctrl-C, SIGTERM
+    turned into ``KeyboardInterrupt``) also removes the shards this write published. Call it
+    under ``if __name__ == "__main__":`` in scripts: ``workers > 1`` starts processes.
 
     Args:
         source: the source images.
@@ -91,7 +101,7 @@ def write_premixed(
         WriteSummary: samples, shards, bytes and seconds.
 
     Raises:
-        DestinationError: if an upload fails.
+        DestinationError: if an upload fails or another writer holds or took the claim.
     """
     from tqdm import tqdm
 
@@ -111,6 +121,9 @@ def write_premixed(
         futures.append(uploads.submit(destination.publish, basename))
 
     began = time.perf_counter()
+    own_claim = not destination.claimed
+    destination.claim()
+    done = False
     writer = _row_writer(
         on_shard,
         out=destination.open_staging(),
@@ -131,13 +144,21 @@ def write_premixed(
         writer.finish()  # last shard; index.json in staging
         for future in futures:
             future.result()  # an upload failure surfaces here, before any index is published
+        destination.check_published()
+        destination.ensure_claimed()
         destination.publish_bytes(MANIFEST_NAME, manifest_bytes(manifest))
+        destination.ensure_claimed()
         destination.publish(INDEX_NAME)
+        done = True
     finally:
         writer.cancel_future_jobs()
         if uploads is not None:
             uploads.shutdown(wait=True, cancel_futures=True)
+        if not done:
+            destination.remove_published()
         destination.close()
+        if own_claim:
+            destination.release()
     shards = writer.shards
     size = sum((s["zip_data"] or s["raw_data"])["bytes"] for s in shards)
     return WriteSummary(total, len(shards), size, time.perf_counter() - began)
