@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,13 +16,24 @@ from torch.utils.data import DataLoader, default_collate
 from torchmetrics import Metric
 
 from cutmix_algo.functional import (
+    apply_params,
     check_input,
+    check_mode,
     check_target,
     mix_targets,
+    mixup_,
     one_hot,
-    paste_box_,
 )
-from cutmix_algo.sampling import check_alpha, check_int, derive_generator, label_lam, sample_params
+from cutmix_algo.sampling import (
+    check_alpha,
+    check_int,
+    check_minmax,
+    derive_generator,
+    label_lam,
+    sample_lam,
+    sample_params,
+    sample_row_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +84,27 @@ class DenseTargetMetric(Metric):
         return None
 
 
-def _check_probability(p: float) -> float:
+def _check_probability(p: float, name: str = "p") -> float:
     try:
         value = float(p)
     except (TypeError, ValueError):
-        raise ValueError(f"p must be a probability in [0, 1], got {p!r}") from None
+        raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}") from None
     if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+    return value
+
+
+def _check_interval(interval: str | Time | None) -> Time | None:
+    if interval is None:
+        return None
+    try:
+        value = interval if isinstance(interval, Time) else Time.from_timestring(str(interval))
+    except ValueError:
+        value = None
+    if value is None or value.unit != TimeUnit.BATCH or int(value.value) < 1:
+        raise ValueError(
+            f"log_images_every must be a positive batch interval such as '500ba', got {interval!r}"
+        )
     return value
 
 
@@ -122,6 +148,24 @@ class CutMix(Algorithm):
         stop_at: a Composer time string (``"90ep"``, ``"0.9dur"``) from which CutMix is off.
         inplace: ``None`` (default) mixes in place only where the batch is known to be fresh
             memory (see above); ``True`` always mixes in place; ``False`` always mixes a copy.
+        mode: ``"batch"`` (default): one λ and box per batch. ``"sample"``: a λ and box per row,
+            vectorized on the device (one batch-sized temporary, the permuted batch).
+        interpolate_loss: leave the targets as int labels and make the loss
+            ``λ·L(y) + (1−λ)·L(y[perm])`` (two calls of the model's loss), for losses that only
+            take class indices or very large K. Exact under microbatching, since every
+            microbatch of a batch shares λ. Needs ``mode="batch"`` and int labels.
+        mixup_alpha: if > 0, a batch is mixed with MixUp (λ ~ Beta(mixup_alpha, mixup_alpha),
+            ``x = λx + (1−λ)x[perm]``) instead of CutMix with probability ``switch_prob``;
+            which one is logged as ``cutmix/mixup`` (1 for MixUp).
+        switch_prob: probability that a mixed batch uses MixUp rather than CutMix (used only
+            with ``mixup_alpha > 0``). timm's ``switch_prob`` is the probability of CutMix
+            instead; at 0.5 the two agree.
+        minmax: ``(low, high)``: draw the box's side fractions uniformly from this range
+            (timm's ``cutmix_minmax``) instead of from λ; λ is then the kept fraction.
+        log_images_every: a Composer batch interval such as ``"500ba"``: on those batches, log
+            the first mixed images with their boxes outlined (``cutmix/mixed``) and the images
+            their patches came from (``cutmix/cut_from``) through ``Logger.log_images``.
+            ``None`` (default) logs none; other batches pay nothing for it.
 
     Raises:
         ValueError: if ``alpha`` is negative or NaN, ``p`` is outside [0, 1], ``num_classes`` or
@@ -147,6 +191,12 @@ class CutMix(Algorithm):
         seed: int | None = None,
         stop_at: str | Time | None = None,
         inplace: bool | None = None,
+        mode: str = "batch",
+        interpolate_loss: bool = False,
+        mixup_alpha: float = 0.0,
+        switch_prob: float = 0.5,
+        minmax: tuple[float, float] | None = None,
+        log_images_every: str | Time | None = None,
     ) -> None:
         self.alpha = check_alpha(alpha)
         self.p = _check_probability(p)
@@ -172,6 +222,17 @@ class CutMix(Algorithm):
         if inplace is not None and not isinstance(inplace, bool):
             raise ValueError(f"inplace must be True, False or None, got {inplace!r}")
         self.inplace = inplace
+        self.mode = check_mode(mode)
+        self.interpolate_loss = bool(interpolate_loss)
+        if self.interpolate_loss and self.mode == "sample":
+            raise ValueError(
+                "interpolate_loss needs one λ per batch (mode='batch'): a model's loss is one "
+                "number per batch, so per-row λ cannot weight it; use dense targets in sample mode"
+            )
+        self.mixup_alpha = check_alpha(mixup_alpha)
+        self.switch_prob = _check_probability(switch_prob, "switch_prob")
+        self.minmax = check_minmax(minmax)
+        self.log_images_every = _check_interval(log_images_every)
         self._resolved_classes: int | None = num_classes
         self._resolved_seed: int | None = seed
         self._told_copy = False
@@ -179,12 +240,21 @@ class CutMix(Algorithm):
         self.last_box: tuple[int, int, int, int] | None = None
         self.last_perm: torch.Tensor | None = None
         self.last_inplace: bool | None = None
+        self.last_mixup: bool = False
+        # interpolate_loss: the permuted labels of the current batch, and how many of its rows
+        # the microbatches seen so far covered (Composer splits a batch into consecutive chunks).
+        self._loss_lam = 1.0
+        self._permuted_target: torch.Tensor | None = None
+        self._rows_done = 0
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(alpha={self.alpha}, p={self.p}, "
             f"num_classes={self._resolved_classes}, uniform_sampling={self.uniform_sampling}, "
-            f"seed={self._resolved_seed}, stop_at={self.stop_at}, inplace={self.inplace})"
+            f"seed={self._resolved_seed}, stop_at={self.stop_at}, inplace={self.inplace}, "
+            f"mode={self.mode!r}, interpolate_loss={self.interpolate_loss}, "
+            f"mixup_alpha={self.mixup_alpha}, switch_prob={self.switch_prob}, minmax={self.minmax}, "
+            f"log_images_every={self.log_images_every})"
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -196,6 +266,11 @@ class CutMix(Algorithm):
             "uniform_sampling": self.uniform_sampling,
             "seed": self._resolved_seed,
             "stop_at": None if self.stop_at is None else str(self.stop_at),
+            "mode": self.mode,
+            "interpolate_loss": self.interpolate_loss,
+            "mixup_alpha": self.mixup_alpha,
+            "switch_prob": self.switch_prob,
+            "minmax": None if self.minmax is None else list(self.minmax),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -215,6 +290,14 @@ class CutMix(Algorithm):
         differs("p", state.get("p"), self.p)
         differs("uniform_sampling", state.get("uniform_sampling"), self.uniform_sampling)
         differs("stop_at", state.get("stop_at"), None if self.stop_at is None else str(self.stop_at))
+        # Options added later: a checkpoint without them was saved with their defaults.
+        differs("mode", state.get("mode", "batch"), self.mode)
+        differs("interpolate_loss", state.get("interpolate_loss", False), self.interpolate_loss)
+        differs("mixup_alpha", state.get("mixup_alpha", 0.0), self.mixup_alpha)
+        if self.mixup_alpha > 0:
+            differs("switch_prob", state.get("switch_prob", 0.5), self.switch_prob)
+        minmax = state.get("minmax")
+        differs("minmax", None if minmax is None else tuple(minmax), self.minmax)
         if self.seed is None:
             self._resolved_seed = state.get("seed")
         else:
@@ -232,6 +315,8 @@ class CutMix(Algorithm):
     # -- when ---------------------------------------------------------------------------------
 
     def match(self, event: Event, state: State) -> bool:
+        if event in (Event.BEFORE_TRAIN_BATCH, Event.AFTER_LOSS):
+            return self.interpolate_loss
         return event in (Event.FIT_START, Event.AFTER_DATALOADER)
 
     def _stopped(self, state: State) -> bool:
@@ -247,8 +332,12 @@ class CutMix(Algorithm):
     def apply(self, event: Event, state: State, logger: Logger) -> None:
         if event == Event.FIT_START:
             self._fit_start(state)
-            return
-        self._mix_batch(state, logger)
+        elif event == Event.BEFORE_TRAIN_BATCH:
+            self._rows_done = 0  # also after an OOM retry of the batch's microbatches
+        elif event == Event.AFTER_LOSS:
+            self._interpolate_loss(state)
+        else:
+            self._mix_batch(state, logger)
 
     def _fit_start(self, state: State) -> None:
         if self._resolved_seed is None:
@@ -346,47 +435,177 @@ class CutMix(Algorithm):
             )
         return moved.clone()
 
+    def _draw(self, state: State, n: int, height: int, width: int) -> tuple[Any, bool, bool, float]:
+        """This batch's draws: (CutMix params, mixed?, MixUp?, MixUp λ), all from its generator."""
+        generator = batch_generator(state, self._resolved_seed)
+        # CutMix's λ, box and permutation first, so with p=1 and no MixUp the draws equal
+        # sample_params' on the same generator; the coin for p, then MixUp's, after them.
+        if self.mode == "sample":
+            params: Any = sample_row_params(n, height, width, self.alpha, generator,
+                                            self.uniform_sampling, self.minmax)
+        else:
+            params = sample_params(n, height, width, self.alpha, generator, self.uniform_sampling,
+                                   self.minmax)
+        mixed = n > 1 and (self.p >= 1.0 or torch.rand((), generator=generator).item() < self.p)
+        use_mixup, mixup_lam = False, 1.0
+        if mixed and self.mixup_alpha > 0:
+            use_mixup = torch.rand((), generator=generator).item() < self.switch_prob
+            if use_mixup:
+                mixup_lam = sample_lam(self.mixup_alpha, generator)
+        return params, mixed, use_mixup, mixup_lam
+
     def _mix_batch(self, state: State, logger: Logger) -> None:
         host_input = check_input(self._get(state.batch, self.input_key, state))
         host_target = self._get(state.batch, self.target_key, state)
         num_classes = self._num_classes_for(host_target, host_input)
         # Validate on the host, before the move: label range checks are free here.
         check_target(host_target, host_input, num_classes)
+        if self.interpolate_loss and not (host_target.ndim == 1 and not host_target.is_floating_point()):
+            raise ValueError(
+                "CutMix(interpolate_loss=True) needs int class labels of shape (N,), got a target "
+                f"of shape {tuple(host_target.shape)} and dtype {host_target.dtype}"
+            )
 
         n, height, width = host_input.shape[0], host_input.shape[-2], host_input.shape[-1]
-        stopped = self._stopped(state)
-        params, mixed = None, False
-        if not stopped:
-            generator = batch_generator(state, self._resolved_seed)
-            # λ, box and permutation first, so with p=1 the draws equal sample_params' on the same
-            # generator; the coin for p after them.
-            params = sample_params(n, height, width, self.alpha, generator, self.uniform_sampling)
-            mixed = n > 1 and (self.p >= 1.0 or torch.rand((), generator=generator).item() < self.p)
+        params, mixed, use_mixup, mixup_lam = None, False, False, 1.0
+        if not self._stopped(state):
+            params, mixed, use_mixup, mixup_lam = self._draw(state, n, height, width)
 
         state.batch = state.device.batch_to_device(state.batch)
         input = self._get(state.batch, self.input_key, state)
         target = self._get(state.batch, self.target_key, state)
+        batch_index = int(state.timestamp.batch.value)
+        logging_images = mixed and self._log_images_now(batch_index)
         if mixed:
             assert params is not None
-            lam, box = label_lam(params.lam, n), params.box
-            perm = params.perm.to(input.device, non_blocking=True)
             moved = input
             input = self._writable(host_input, moved, state, "input")
             self.last_inplace = input is moved
-            paste_box_(input, box, perm)
-            if target.ndim >= 3:  # a segmentation map is pasted in place too
-                target = self._writable(host_target, target, state, "target map")
-            target = mix_targets(target, lam, perm, num_classes, box)
+            if logging_images:
+                before = _first_images(input, params.perm)
+            if use_mixup:
+                lam: Any = label_lam(mixup_lam, n)
+                box: Any = (0, 0, 0, 0)
+                perm = params.perm.to(input.device, non_blocking=True)
+                mixup_(input, lam, perm)
+                if self.interpolate_loss:
+                    new_target = target
+                elif target.ndim >= 3:
+                    raise ValueError("MixUp cannot mix segmentation maps; set mixup_alpha=0")
+                else:
+                    new_target = mix_targets(target, lam, perm, num_classes)
+            else:
+                if target.ndim >= 3:  # a segmentation map is pasted in place too
+                    target = self._writable(host_target, target, state, "target map")
+                out = apply_params(input, None if self.interpolate_loss else target, params, num_classes)
+                lam, box, perm = out.lam, out.box, out.perm
+                new_target = target if self.interpolate_loss else out.target
+            target = new_target
+            if self.interpolate_loss:
+                self._loss_lam = float(lam)
+                self._permuted_target = target.index_select(0, perm)
+            if logging_images:
+                self._log_images(logger, input, box, before, batch_index)
         else:
             lam, box = 1.0, (0, 0, 0, 0)
-            if target.ndim == 1:
+            if self.interpolate_loss:
+                self._loss_lam, self._permuted_target = 1.0, None
+            elif target.ndim == 1:
                 target = one_hot(target, num_classes)
         self._set(self.input_key, input, state)
         self._set(self.target_key, target, state)
 
-        self.last_lam, self.last_box = lam, tuple(box)
+        self.last_mixup = use_mixup
+        self.last_lam = lam
+        self.last_box = tuple(box) if not isinstance(box, torch.Tensor) else box
         self.last_perm = params.perm if mixed and params is not None else torch.arange(n)
-        logger.log_metrics({"cutmix/lambda": lam})
+        logged = {"cutmix/lambda": lam.mean().item() if isinstance(lam, torch.Tensor) else lam}
+        if self.mixup_alpha > 0:
+            logged["cutmix/mixup"] = float(use_mixup)
+        logger.log_metrics(logged)
+
+    # -- loss interpolation --------------------------------------------------------------------
+
+    def _interpolate_loss(self, state: State) -> None:
+        """AFTER_LOSS, once per microbatch: loss = λ·L(y) + (1−λ)·L(y[perm]) for its rows."""
+        batch = state.batch
+        rows = self._get(batch, self.input_key, state).shape[0]
+        start, self._rows_done = self._rows_done, self._rows_done + rows
+        if self._permuted_target is None or self._loss_lam >= 1.0:
+            return
+        permuted = self._permuted_target[start:start + rows]
+        model = state.model.module if isinstance(state.model, torch.nn.parallel.DistributedDataParallel) \
+            else state.model
+        other = model.loss(state.outputs, _with_item(batch, self.target_key, permuted))
+        lam = self._loss_lam
+        if isinstance(state.loss, dict):
+            state.loss = {k: lam * v + (1.0 - lam) * other[k] for k, v in state.loss.items()}
+        elif isinstance(state.loss, (tuple, list)):
+            state.loss = type(state.loss)(lam * a + (1.0 - lam) * b for a, b in zip(state.loss, other, strict=True))
+        else:
+            state.loss = lam * state.loss + (1.0 - lam) * other
+
+    # -- image logging -------------------------------------------------------------------------
+
+    def _log_images_now(self, batch_index: int) -> bool:
+        return self.log_images_every is not None and batch_index % int(self.log_images_every.value) == 0
+
+    def _log_images(self, logger: Logger, mixed: torch.Tensor, box: Any,
+                    before: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:
+        images = _displayable(mixed[: before[0].shape[0]])
+        _outline(images, box)
+        logger.log_images(images, name="cutmix/mixed", step=batch_index)
+        logger.log_images(_displayable(before[1]), name="cutmix/cut_from", step=batch_index)
+
+
+_LOGGED_IMAGES = 8
+
+
+def _first_images(x: torch.Tensor, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copies of the first images and of the images their patches come from (logging batches only)."""
+    k = min(_LOGGED_IMAGES, x.shape[0])
+    return x[:k].clone(), x.index_select(0, perm[:k].to(x.device)).clone()
+
+
+def _displayable(x: torch.Tensor) -> torch.Tensor:
+    """``(k, C, H, W)`` float32 in [0, 1] on the CPU (the first frame of a video)."""
+    x = x.detach()
+    if x.ndim == 5:
+        x = x[:, :, 0]
+    if x.dtype == torch.uint8:
+        return x.to("cpu", torch.float32) / 255.0
+    x = x.to("cpu", torch.float32)
+    low = x.amin(dim=(1, 2, 3), keepdim=True)
+    high = x.amax(dim=(1, 2, 3), keepdim=True)
+    return (x - low) / (high - low).clamp_min(1e-12)
+
+
+def _outline(images: torch.Tensor, box: Any) -> None:
+    """Draw each image's box edge, in place, in the first channel's full value (red for RGB)."""
+    k = images.shape[0]
+    color = torch.zeros(images.shape[1], 1)
+    color[0] = 1.0
+    boxes = box[:k].tolist() if isinstance(box, torch.Tensor) else [list(box)] * k
+    for i, (top, left, bottom, right) in enumerate(boxes):
+        if bottom <= top or right <= left:
+            continue
+        images[i, :, top, left:right] = color
+        images[i, :, bottom - 1, left:right] = color
+        images[i, :, top:bottom, left] = color
+        images[i, :, top:bottom, right - 1] = color
+
+
+def _with_item(batch: Any, key: Any, value: torch.Tensor) -> Any:
+    """A shallow copy of ``batch`` with ``key`` replaced: the microbatch itself stays as it is."""
+    if isinstance(key, tuple):
+        return key[1](copy.copy(batch), value)
+    if isinstance(batch, Mapping):
+        new = dict(batch)
+        new[key] = value
+        return new
+    items = list(batch)
+    items[key] = value
+    return tuple(items) if isinstance(batch, tuple) else items
 
 
 def _loader_description(loader: Any) -> str:

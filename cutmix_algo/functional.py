@@ -14,21 +14,38 @@ import torch
 
 from cutmix_algo.sampling import (
     Box,
+    CutMixParams,
+    RowParams,
     check_alpha,
     check_box,
     check_int,
+    check_minmax,
     kept_fraction,
     label_lam,
     sample_params,
+    sample_row_params,
 )
 
-__all__ = ["CutMixOutput", "check_input", "check_target", "cutmix_batch", "mix_targets", "one_hot", "paste_box_"]
+__all__ = [
+    "CutMixOutput",
+    "apply_params",
+    "box_mask",
+    "check_mode",
+    "check_input",
+    "check_target",
+    "cutmix_batch",
+    "mix_targets",
+    "mixup_",
+    "one_hot",
+    "paste_box_",
+    "paste_boxes_",
+]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 class CutMixOutput(NamedTuple):
-    """What :func:`cutmix_batch` returns.
+    """What :func:`cutmix_batch` returns (in sample mode ``lam`` is ``(N,)`` and ``box`` ``(N, 4)``).
 
     Attributes:
         input: the input, mixed in place (the same tensor object that was passed in).
@@ -43,8 +60,8 @@ class CutMixOutput(NamedTuple):
 
     input: torch.Tensor
     target: torch.Tensor | None
-    lam: float
-    box: Box
+    lam: float | torch.Tensor
+    box: Box | torch.Tensor
     perm: torch.Tensor
 
 
@@ -60,6 +77,44 @@ def paste_box_(x: torch.Tensor, box: Box, perm: torch.Tensor) -> torch.Tensor:
     region = x[..., top:bottom, left:right]
     region.copy_(region.index_select(0, perm))
     return x
+
+
+def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(N, H, W)`` bool: True inside row ``i``'s box ``boxes[i] = (top, left, bottom, right)``."""
+    rows = torch.arange(height, device=boxes.device)
+    cols = torch.arange(width, device=boxes.device)
+    top, left, bottom, right = boxes.unbind(1)
+    in_rows = (rows >= top[:, None]) & (rows < bottom[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < right[:, None])
+    return in_rows[:, :, None] & in_cols[:, None, :]
+
+
+def paste_boxes_(x: torch.Tensor, boxes: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Per-sample paste, in place: ``x[i, ..., box_i] = x[perm[i], ..., box_i]`` for every ``i``.
+
+    Vectorized on ``x``'s device: a mask from the per-row box bounds selects, pixel by pixel,
+    between ``x`` and the permuted batch. That permuted batch is one batch-sized temporary: with a
+    box per row there is no shared region to copy, so sample mode needs it (batch mode does not).
+    No host-device sync: ``boxes`` and ``perm`` are moved with ``non_blocking``.
+    """
+    n, height, width = x.shape[0], x.shape[-2], x.shape[-1]
+    boxes = boxes.to(x.device, non_blocking=True)
+    mask = box_mask(boxes, height, width).view(n, *([1] * (x.ndim - 3)), height, width)
+    source = x.index_select(0, perm.to(x.device, non_blocking=True))
+    return torch.where(mask, source, x, out=x)
+
+
+def mixup_(x: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
+    """MixUp in place: ``x = lam * x + (1 - lam) * x[perm]``.
+
+    uint8 images are blended in float32 and rounded back to uint8 (as timm's fast collate MixUp
+    does); the rounding moves a pixel by at most half a grey level.
+    """
+    source = x.index_select(0, perm)
+    if x.dtype == torch.uint8:
+        blended = x.to(torch.float32).mul_(lam).add_(source.to(torch.float32), alpha=1.0 - lam)
+        return x.copy_(blended.round_().clamp_(0, 255))
+    return x.mul_(lam).add_(source, alpha=1.0 - lam)
 
 
 def one_hot(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -133,10 +188,10 @@ def check_target(target: torch.Tensor, input: torch.Tensor, num_classes: int | N
 
 def mix_targets(
     target: torch.Tensor,
-    lam: float,
+    lam: float | torch.Tensor,
     perm: torch.Tensor,
     num_classes: int | None = None,
-    box: Box | None = None,
+    box: Box | torch.Tensor | None = None,
     exact_rows: int | None = None,
 ) -> torch.Tensor:
     """Mix a target the way its input was mixed.
@@ -148,10 +203,27 @@ def mix_targets(
     ``lam`` is first rounded with :func:`~cutmix_algo.sampling.label_lam` for ``exact_rows`` rows
     (default: this batch's N), so every row of int-label targets sums to exactly 1 and any
     ``exact_rows`` of them to exactly ``exact_rows`` in float32, in any summation order.
+
+    In sample mode ``lam`` is an ``(N,)`` tensor (one weight per row) and ``box`` an ``(N, 4)``
+    tensor of per-row boxes; the same rules hold row by row.
     """
     if box is not None and target.ndim >= 3:
+        if isinstance(box, torch.Tensor):
+            return paste_boxes_(target, box, perm)
         return paste_box_(target, box, perm)
     lam = label_lam(lam, exact_rows or max(target.shape[0], 1))
+    if isinstance(lam, torch.Tensor):
+        kept = lam.to(device=target.device, dtype=torch.float32, non_blocking=True).unsqueeze(1)
+        if target.ndim == 1:
+            if num_classes is None:
+                raise ValueError("num_classes is required to mix integer class labels")
+            labels = target.long()
+            out = torch.zeros(labels.shape[0], num_classes, dtype=torch.float32, device=labels.device)
+            out.scatter_(1, labels.unsqueeze(1), kept)
+            out.scatter_add_(1, labels.index_select(0, perm).unsqueeze(1), 1.0 - kept)
+            return out
+        kept = kept.to(target.dtype)
+        return target * kept + target.index_select(0, perm) * (1.0 - kept)
     if target.ndim == 1:
         if num_classes is None:
             raise ValueError("num_classes is required to mix integer class labels")
@@ -203,6 +275,39 @@ def _check_perm(perm: object, n: int, device: torch.device) -> torch.Tensor:
     return perm.to(device=device, dtype=torch.long, non_blocking=True)
 
 
+def apply_params(
+    input: torch.Tensor,
+    target: torch.Tensor | None,
+    params: CutMixParams | RowParams,
+    num_classes: int | None = None,
+    exact_rows: int | None = None,
+) -> CutMixOutput:
+    """Apply already-drawn CutMix parameters to a checked batch, in place: the one applier.
+
+    :func:`cutmix_batch`, the Composer Algorithm and the offline writer all mix through this, so
+    online and offline mixing agree by construction. ``params`` is a batch-mode
+    :class:`~cutmix_algo.sampling.CutMixParams` (one box) or a sample-mode
+    :class:`~cutmix_algo.sampling.RowParams` (a box per row). ``exact_rows`` is the number of
+    label rows whose sum must stay exact (default: this batch's N; see :func:`mix_targets`).
+    """
+    n, height, width = input.shape[0], input.shape[-2], input.shape[-1]
+    rows = exact_rows or max(n, 1)
+    perm = params.perm.to(input.device, non_blocking=True)
+    if isinstance(params, RowParams):
+        lam: float | torch.Tensor = label_lam(params.lam, rows)
+        box: Box | torch.Tensor = params.boxes
+        paste_boxes_(input, params.boxes, perm)
+    else:
+        box = params.box
+        # A batch of one receives its own pixels: nothing is mixed, and λ says so.
+        lam = 1.0 if n == 1 else label_lam(kept_fraction(box, height, width), rows)
+        paste_box_(input, box, perm)
+    mixed = None
+    if target is not None:
+        mixed = mix_targets(target, lam, perm.to(target.device), num_classes, box, exact_rows=rows)
+    return CutMixOutput(input, mixed, lam, box, perm)
+
+
 def cutmix_batch(
     input: torch.Tensor,
     target: torch.Tensor | None = None,
@@ -213,8 +318,10 @@ def cutmix_batch(
     box: tuple[int, int, int, int] | None = None,
     perm: torch.Tensor | None = None,
     uniform_sampling: bool = False,
+    mode: str = "batch",
+    minmax: tuple[float, float] | None = None,
 ) -> CutMixOutput:
-    """Apply CutMix to a batch: one λ and one box for the whole batch, written into ``input``.
+    """Apply CutMix to a batch, written into ``input``: one λ and box per batch, or per sample.
 
     **This writes into** ``input``: the box region of every image is overwritten, and the
     returned ``input`` is the same tensor object. If ``input`` is memory someone else still reads
@@ -237,9 +344,17 @@ def cutmix_batch(
         num_classes: number of classes, required for int labels.
         generator: CPU ``torch.Generator`` for every random draw (λ, box, permutation); ``None``
             uses torch's default generator. The same seed gives the same draws on any device.
-        box: ``(top, left, bottom, right)`` to use as is instead of sampling one; λ follows from it.
-        perm: permutation of ``range(N)`` to use as is instead of sampling one.
+        box: ``(top, left, bottom, right)`` to use as is instead of sampling one; λ follows from it
+            (batch mode only).
+        perm: permutation of ``range(N)`` to use as is instead of sampling one (batch mode only).
         uniform_sampling: draw the box center so every pixel is equally likely to be covered.
+        mode: ``"batch"`` (default, the paper's): one λ and box for the batch, only the box region
+            is touched. ``"sample"``: every row draws its own λ and box (the Keras example's,
+            kornia's ``RandomCutMixV2``, timm's ``elem``), vectorized with a mask; ``lam`` and
+            ``box`` are then ``(N,)`` and ``(N, 4)`` tensors, and one batch-sized temporary (the
+            permuted batch) is needed.
+        minmax: ``(low, high)``: draw the box's side fractions uniformly from it instead of from
+            λ (timm's ``cutmix_minmax``); λ is then the kept fraction as always.
 
     Returns:
         CutMixOutput: ``input`` (the same tensor, mixed), ``target``, ``lam``, ``box``, ``perm``.
@@ -247,7 +362,8 @@ def cutmix_batch(
     Raises:
         ValueError: if ``alpha`` is negative or NaN, ``input`` has fewer than 4 dims, input and
             target batch sizes differ, labels fall outside ``[0, num_classes)``, int labels come
-            without ``num_classes``, or ``box`` lies outside the image.
+            without ``num_classes``, ``box`` lies outside the image, or ``mode``/``minmax`` is
+            not one of the accepted values.
 
     Example:
         >>> import torch
@@ -258,6 +374,8 @@ def cutmix_batch(
         (True, (8, 10), True)
     """
     alpha = check_alpha(alpha)
+    mode = check_mode(mode)
+    minmax = check_minmax(minmax)
     input = check_input(input)
     if num_classes is not None:
         num_classes = check_int("num_classes", num_classes, low=1)
@@ -265,19 +383,30 @@ def cutmix_batch(
         check_target(target, input, num_classes)
     n, height, width = input.shape[0], input.shape[-2], input.shape[-1]
 
+    if mode == "sample":
+        if box is not None or perm is not None:
+            raise ValueError("box and perm can only be given in mode='batch'")
+        params: CutMixParams | RowParams = sample_row_params(
+            n, height, width, alpha, generator, uniform_sampling, minmax
+        )
+        return apply_params(input, target, params, num_classes)
     if box is not None:
         box = check_box(box, height, width)
     if perm is not None:
         perm = _check_perm(perm, n, input.device)
     if box is None or perm is None:
-        params = sample_params(n, height, width, alpha, generator, uniform_sampling)
-        box = params.box if box is None else box
-        perm = params.perm.to(input.device, non_blocking=True) if perm is None else perm
-    # A batch of one receives its own pixels: nothing is mixed, and λ says so.
-    lam = 1.0 if n == 1 else label_lam(kept_fraction(box, height, width), n)
+        drawn = sample_params(n, height, width, alpha, generator, uniform_sampling, minmax)
+        box = drawn.box if box is None else box
+        perm = drawn.perm if perm is None else perm
+    params = CutMixParams(kept_fraction(box, height, width), box, perm)
+    return apply_params(input, target, params, num_classes)
 
-    paste_box_(input, box, perm)
-    mixed = None
-    if target is not None:
-        mixed = mix_targets(target, lam, perm.to(target.device), num_classes, box)
-    return CutMixOutput(input, mixed, lam, box, perm)
+
+MODES = ("batch", "sample")
+
+
+def check_mode(mode: object) -> str:
+    """Return ``mode`` if it is ``"batch"`` or ``"sample"``, else raise ``ValueError``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return str(mode)

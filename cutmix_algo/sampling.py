@@ -18,6 +18,7 @@ import torch
 __all__ = [
     "Box",
     "CutMixParams",
+    "RowParams",
     "box_area",
     "check_alpha",
     "check_box",
@@ -25,9 +26,12 @@ __all__ = [
     "derive_generator",
     "kept_fraction",
     "label_lam",
+    "check_minmax",
     "sample_box",
+    "sample_box_minmax",
     "sample_lam",
     "sample_params",
+    "sample_row_params",
 ]
 
 
@@ -45,6 +49,20 @@ class CutMixParams(NamedTuple):
 
     lam: float
     box: Box
+    perm: torch.Tensor
+
+
+class RowParams(NamedTuple):
+    """Per-sample CutMix parameters: a kept fraction and a box for every row, and the permutation.
+
+    Attributes:
+        lam: ``(N,)`` float64, row ``i``'s exact kept fraction (1 where ``perm[i] == i``).
+        boxes: ``(N, 4)`` int64 rows ``(top, left, bottom, right)``, half-open.
+        perm: row ``i`` receives the box region of row ``perm[i]``.
+    """
+
+    lam: torch.Tensor
+    boxes: torch.Tensor
     perm: torch.Tensor
 
 
@@ -152,6 +170,42 @@ def sample_box(
     return Box(top, left, bottom, right)
 
 
+def check_minmax(minmax: object) -> tuple[float, float] | None:
+    """Return ``minmax`` as ``(low, high)`` with ``0 <= low <= high <= 1``, or raise ``ValueError``."""
+    if minmax is None:
+        return None
+    try:
+        low, high = (float(v) for v in minmax)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"minmax must be two numbers (low, high), got {minmax!r}") from None
+    if not 0.0 <= low <= high <= 1.0:  # also rejects NaN
+        raise ValueError(f"minmax must satisfy 0 <= low <= high <= 1, got {minmax!r}")
+    return low, high
+
+
+def _cut_range(side: int, minmax: tuple[float, float]) -> tuple[int, int]:
+    return int(side * minmax[0]), int(side * minmax[1])
+
+
+def sample_box_minmax(
+    height: int, width: int, minmax: tuple[float, float], generator: torch.Generator | None = None
+) -> Box:
+    """Draw a box whose sides are uniform fractions of the image's, placed wholly inside it.
+
+    Like timm's ``cutmix_minmax``: the cut height is a uniform integer in
+    ``[int(H * low), int(H * high)]`` (both ends included), the width likewise and independently,
+    and the top-left corner is uniform over every position that keeps the box inside the image,
+    the bottom and right edges included (timm's exclusive bound never reaches them).
+    """
+    low_h, high_h = _cut_range(height, minmax)
+    low_w, high_w = _cut_range(width, minmax)
+    cut_h = _randint(low_h, high_h + 1, generator)
+    cut_w = _randint(low_w, high_w + 1, generator)
+    top = _randint(0, height - cut_h + 1, generator)
+    left = _randint(0, width - cut_w + 1, generator)
+    return Box(top, left, top + cut_h, left + cut_w)
+
+
 def box_area(box: Box) -> int:
     """Number of pixels inside ``box``."""
     return (box.bottom - box.top) * (box.right - box.left)
@@ -183,7 +237,7 @@ def label_grid_bits(rows: int) -> int:
     return 24 - (rows - 1).bit_length()
 
 
-def label_lam(lam: float, rows: int) -> float:
+def label_lam(lam: float | torch.Tensor, rows: int) -> float | torch.Tensor:
     """λ rounded to the nearest multiple of ``2**-k``, ``k = label_grid_bits(rows)``.
 
     This is the weight label rows use, so a batch of ``rows`` targets sums to exactly ``rows`` in
@@ -195,6 +249,8 @@ def label_lam(lam: float, rows: int) -> float:
         True
     """
     scale = float(1 << label_grid_bits(rows))
+    if isinstance(lam, torch.Tensor):  # one λ per row (sample mode): the same grid, elementwise
+        return torch.round(lam.to(torch.float64) * scale) / scale
     return round(float(lam) * scale) / scale
 
 
@@ -226,17 +282,85 @@ def sample_params(
     alpha: float = 1.0,
     generator: torch.Generator | None = None,
     uniform_sampling: bool = False,
+    minmax: tuple[float, float] | None = None,
 ) -> CutMixParams:
     """Draw λ, then the box, then the permutation, in that order, all from ``generator``.
 
-    The returned ``lam`` is the corrected one: the exact kept fraction of the drawn box.
+    The returned ``lam`` is the corrected one: the exact kept fraction of the drawn box. With
+    ``minmax`` the box comes from :func:`sample_box_minmax` and no λ is drawn first.
 
     Example:
         >>> p = sample_params(8, 32, 32, alpha=1.0, generator=derive_generator(0))
         >>> p.lam == kept_fraction(p.box, 32, 32), sorted(p.perm.tolist()) == list(range(8))
         (True, True)
     """
-    lam = sample_lam(alpha, generator)
-    box = sample_box(height, width, lam, generator, uniform_sampling)
+    if minmax is None:
+        lam = sample_lam(alpha, generator)
+        box = sample_box(height, width, lam, generator, uniform_sampling)
+    else:
+        box = sample_box_minmax(height, width, minmax, generator)
     perm = torch.randperm(batch_size, generator=generator)
     return CutMixParams(kept_fraction(box, height, width), box, perm)
+
+
+def _uniform_ints(low: torch.Tensor, high: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One uniform integer in ``[low[i], high[i])`` per row (float64 keeps it exact for any image)."""
+    u = torch.rand(low.shape, generator=generator, dtype=torch.float64)
+    return low + (u * (high - low).to(torch.float64)).floor().long().clamp_max(high - low - 1)
+
+
+def sample_row_params(
+    batch_size: int,
+    height: int,
+    width: int,
+    alpha: float = 1.0,
+    generator: torch.Generator | None = None,
+    uniform_sampling: bool = False,
+    minmax: tuple[float, float] | None = None,
+) -> RowParams:
+    """Draw a λ and a box for every row, vectorized, then the permutation, all from ``generator``.
+
+    Each row follows the batch-mode rules (:func:`sample_box`, or :func:`sample_box_minmax` when
+    ``minmax`` is given) with its own draws; the returned ``lam`` is each row's exact kept
+    fraction, and 1 for rows that receive their own pixels (``perm[i] == i``).
+
+    Example:
+        >>> p = sample_row_params(8, 32, 32, alpha=1.0, generator=derive_generator(0))
+        >>> tuple(p.lam.shape), tuple(p.boxes.shape), sorted(p.perm.tolist()) == list(range(8))
+        ((8,), (8, 4), True)
+    """
+    n = batch_size
+    zeros = torch.zeros(n, dtype=torch.long)
+    if minmax is None:
+        alpha = check_alpha(alpha)
+        seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator).item())
+        if alpha == 0:
+            lam = np.zeros(n)
+        else:
+            lam = np.random.Generator(np.random.PCG64(seed)).beta(alpha, alpha, size=n)
+        ratio = torch.from_numpy(np.sqrt(1.0 - lam))
+        cut_h, cut_w = (height * ratio).long(), (width * ratio).long()
+        half_h, half_w = cut_h // 2, cut_w // 2
+        if uniform_sampling:
+            cy = _uniform_ints(-half_h, height + half_h, generator)
+            cx = _uniform_ints(-half_w, width + half_w, generator)
+        else:
+            cy = _uniform_ints(zeros, zeros + height, generator)
+            cx = _uniform_ints(zeros, zeros + width, generator)
+        top, bottom = (cy - half_h).clamp(0, height), (cy + half_h).clamp(0, height)
+        left, right = (cx - half_w).clamp(0, width), (cx + half_w).clamp(0, width)
+    else:
+        minmax = check_minmax(minmax)
+        assert minmax is not None
+        low_h, high_h = _cut_range(height, minmax)
+        low_w, high_w = _cut_range(width, minmax)
+        cut_h = _uniform_ints(zeros + low_h, zeros + high_h + 1, generator)
+        cut_w = _uniform_ints(zeros + low_w, zeros + high_w + 1, generator)
+        top = _uniform_ints(zeros, height - cut_h + 1, generator)
+        left = _uniform_ints(zeros, width - cut_w + 1, generator)
+        bottom, right = top + cut_h, left + cut_w
+    perm = torch.randperm(n, generator=generator)
+    boxes = torch.stack([top, left, bottom, right], dim=1)
+    kept = 1.0 - ((bottom - top) * (right - left)).to(torch.float64) / (height * width)
+    kept = torch.where(perm == torch.arange(n), torch.ones_like(kept), kept)
+    return RowParams(kept, boxes, perm)
