@@ -191,14 +191,16 @@ def check_shards(folder: str, shards: list[dict], unpacked: str,
         try:
             path = member_path(folder, name, f"{INDEX_NAME} shard")
             with open(path, "rb") as f:
-                data = f.read(stored["bytes"] + 1)
+                size = os.fstat(f.fileno()).st_size
+                # The size first: an index may claim any size, and reading is what costs.
+                if size != stored["bytes"]:
+                    raise VerifyError(f"shard {name} has {size} bytes, index says "
+                                      f"{stored['bytes']}: the file is corrupt")
+                data = f.read()
         except UnsafeNameError as e:
             raise VerifyError(str(e)) from None
         except OSError:
             raise VerifyError(f"shard {name} listed in {INDEX_NAME} is missing") from None
-        if len(data) != stored["bytes"]:
-            raise VerifyError(f"shard {name} has {os.path.getsize(path)} bytes, index says "
-                              f"{stored['bytes']}: the file is corrupt")
         if not stored["hashes"]:
             raise VerifyError(f"shard {name} has no hashes recorded in {INDEX_NAME}")
         for algo, expected in sorted(stored["hashes"].items()):
