@@ -24,14 +24,11 @@ import numpy as np
 import torch
 from streaming import StreamingDataset
 
-from writer.integrity import Layout, check_layout, check_merged_groups
+from writer.integrity import Layout, check_layout, check_merged_groups, is_distribution
 from writer.premix import INDEX_NAME, MANIFEST_NAME
 from writer.uri import fetch, is_remote, join_uri, member_path
 
 __all__ = ["CorruptShardError", "PremixedDataset", "read_manifest"]
-
-_LABEL_TOLERANCE = 1e-4  # float32 label rows sum to 1 up to rounding
-
 
 class CorruptShardError(ValueError):
     """A shard of a pre-mixed dataset does not hold what its index says (truncated, altered)."""
@@ -256,8 +253,7 @@ class PremixedDataset(StreamingDataset):
                                     f"or unreadable: sample {index}: {type(e).__name__}: {e}") from None
         label = np.array(sample["label"], dtype=np.float32)
         num_classes = self._layout.num_classes
-        if (label.shape != (num_classes,) or not np.isfinite(label).all() or (label < 0).any()
-                or abs(float(label.sum(dtype=np.float64)) - 1.0) > _LABEL_TOLERANCE):
+        if not is_distribution(label, num_classes):
             raise CorruptShardError(
                 f"shard {self._shard_name(index)} of {self._where} is corrupt: sample {index}'s "
                 f"label is not a distribution over {num_classes} classes (finite, non-negative, "

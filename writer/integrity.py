@@ -26,6 +26,7 @@ __all__ = [
     "check_layout",
     "check_merged_groups",
     "check_sample",
+    "is_distribution",
     "label_classes",
     "shown",
     "strip_group",
@@ -296,6 +297,12 @@ def label_classes(label: np.ndarray, lam: float, num_classes: int) -> list[tuple
     return pairs
 
 
+def is_distribution(label: np.ndarray, num_classes: int) -> bool:
+    """Whether ``label`` is ``num_classes`` finite, non-negative weights summing to 1."""
+    return bool(label.shape == (num_classes,) and np.isfinite(label).all() and (label >= 0).all()
+                and abs(float(label.sum(dtype=np.float64)) - 1.0) <= _LABEL_TOLERANCE)
+
+
 def check_sample(item: dict, layout: Layout, where: str) -> None:
     """Check one decoded sample's columns against the layout (shapes, ranges, a valid label).
 
@@ -308,9 +315,7 @@ def check_sample(item: dict, layout: Layout, where: str) -> None:
     if image.shape != (height, width, channels) and not (channels == 1 and image.shape == (height, width)):
         raise DatasetError(f"{where}: image has shape {image.shape}, the manifest says "
                            f"{layout.image_shape}")
-    label = np.asarray(item["label"])
-    if (label.shape != (layout.num_classes,) or not np.isfinite(label).all() or (label < 0).any()
-            or abs(float(label.sum(dtype=np.float64)) - 1.0) > _LABEL_TOLERANCE):
+    if not is_distribution(np.asarray(item["label"]), layout.num_classes):
         raise DatasetError(f"{where}: label is not a class distribution over "
                            f"{layout.num_classes} classes (finite, non-negative, summing to 1)")
     lam = float(item["lam"])
