@@ -135,10 +135,34 @@ def build_algorithms(recipe: Recipe, data: DataBundle) -> list[Algorithm]:
 
 
 def _loggers(recipe: Recipe) -> list[LoggerDestination]:
-    if not recipe.logging.file:
-        return []
-    # stdout/stderr stay out of the file: the progress bar would flood it.
-    return [FileLogger(filename=recipe.logging.file, capture_stdout=False, capture_stderr=False, overwrite=True)]
+    """The recipe's log destinations: a file, TensorBoard, MLflow's local file store.
+
+    Each receives every metric the run logs (``cutmix/lambda`` per batch, the loss, the eval
+    metrics) through Composer's own logger for it.
+    """
+    cfg = recipe.logging
+    loggers: list[LoggerDestination] = []
+    if cfg.file:
+        # stdout/stderr stay out of the file: the progress bar would flood it.
+        loggers.append(FileLogger(filename=cfg.file, capture_stdout=False, capture_stderr=False, overwrite=True))
+    if cfg.tensorboard:
+        from composer.loggers import TensorboardLogger
+
+        # event files go to DIR/<run_name>/, flushed every 10 batches and at the end
+        loggers.append(TensorboardLogger(log_dir=cfg.tensorboard, flush_interval=10))
+    if cfg.mlflow:
+        from composer.loggers import MLFlowLogger
+
+        loggers.append(
+            MLFlowLogger(
+                experiment_name=recipe.name,
+                run_name=recipe.run_name or recipe.name,
+                tracking_uri=Path(cfg.mlflow).absolute().as_uri(),  # the local file store
+                log_system_metrics=False,  # would sample CPU/GPU in a thread; not a run's metric
+                synchronous=True,  # every metric is on disk when the run ends
+            )
+        )
+    return loggers
 
 
 def _share_cpu_threads(device: str) -> None:
@@ -278,8 +302,10 @@ def _premixed_note(recipe: Recipe, data: DataBundle) -> None:
         return
     args = manifest.get("args", {})
     key = "data.remote" if recipe.data.remote else "data.local"
+    epochs = args.get("epochs")
     _say(
-        f"{key}: the shards hold {args.get('epochs')} epochs of {manifest.get('source', {}).get('num_images')} "
+        f"{key}: the shards hold {epochs} epoch{'' if epochs == 1 else 's'} of "
+        f"{manifest.get('source', {}).get('num_images')} "
         f"{args.get('source')} images ({manifest.get('num_samples')} samples; writer seed {args.get('seed')}, "
         f"batch {args.get('batch_size')}, alpha {args.get('alpha')}); train.max_duration "
         f"{recipe.train.max_duration} counts passes over all of them"

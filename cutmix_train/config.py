@@ -8,6 +8,7 @@ by the data builders, still before the Trainer exists.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ OPTIMIZERS = ("sgd", "decoupled_sgdw", "adamw")
 SCHEDULERS = ("multistep", "cosine", "constant")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("auto", "fp32", "amp_bf16", "amp_fp16")
+SEED_MAX = 2**32 - 1  # the largest seed every generator a run seeds accepts
 
 
 class RecipeError(ValueError):
@@ -91,6 +93,11 @@ class DataConfig:
     mean: list[float] | None = None
     std: list[float] | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # cifar10/digits: train on this many images of each class (a stratified random subset);
+    # None trains on the whole split
+    train_per_class: int | None = None
+    # the subset's seed; None draws it from the run's seed, so seeds are independent replicates
+    subset_seed: int | None = None
 
 
 @dataclass
@@ -167,10 +174,13 @@ class CheckpointConfig:
 
 @dataclass
 class LoggingConfig:
-    """Console progress bar and an optional file log (``{run_name}`` and ``{rank}`` expand)."""
+    """Console progress bar, an optional file log (``{run_name}`` and ``{rank}`` expand), and
+    offline experiment trackers: a TensorBoard log folder and an MLflow local file store."""
 
     progress_bar: bool = True
     file: str | None = None
+    tensorboard: str | None = None
+    mlflow: str | None = None
 
 
 @dataclass
@@ -260,7 +270,7 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
         raise RecipeError(f"{key}: unknown value {value!r}; expected one of {', '.join(choices)}")
 
 
-def _check_time(key: str, value: str, units: tuple[str, ...] | None = None) -> None:
+def _check_time(key: str, value: str, units: tuple[str, ...] | None = None, *, positive: bool = False) -> None:
     from composer.core import Time
 
     try:
@@ -273,11 +283,34 @@ def _check_time(key: str, value: str, units: tuple[str, ...] | None = None) -> N
         raise RecipeError(f"{key}: {value!r} must be in one of the units {', '.join(units)}")
     if time.value < 0:
         raise RecipeError(f"{key}: {value!r} must not be negative")
+    if positive and time.value == 0:
+        raise RecipeError(f"{key}: {value!r} must be more than zero")
+
+
+def _check_finite(key: str, value: float | list[float] | None) -> None:
+    # NaN slips through every comparison (nan <= 0 is False) and inf trains to NaN: refuse both.
+    values = [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+    if not all(math.isfinite(v) for v in values):
+        shown = value if not isinstance(value, (list, tuple)) else list(value)
+        raise RecipeError(f"{key}: must be a finite number, got {shown!r}")
 
 
 def _check_positive(key: str, value: float) -> None:
+    _check_finite(key, value)
     if value <= 0:
         raise RecipeError(f"{key}: must be > 0, got {value!r}")
+
+
+def _check_seed(key: str, value: int) -> None:
+    # numpy's and streaming's generators take seeds in [0, 2**32); torch's take more, numpy's not.
+    if not 0 <= value <= SEED_MAX:
+        raise RecipeError(f"{key}: must be an integer in [0, {SEED_MAX}] (2**32 - 1), got {value}")
+
+
+def _check_subset(key: str, value: int) -> None:
+    # Composer reads 0 as "no batches" and spins forever on an epoch that never ends.
+    if value != -1 and value <= 0:
+        raise RecipeError(f"{key}: must be -1 (all batches) or > 0, got {value}")
 
 
 def validate(recipe: Recipe) -> None:
@@ -291,8 +324,10 @@ def validate(recipe: Recipe) -> None:
     _check_choice("device", recipe.device, DEVICES)
     _check_choice("precision", recipe.precision, PRECISIONS)
     _check_choice("model.name", recipe.model.name, MODELS)
+    _check_seed("seed", recipe.seed)
 
     data = recipe.data
+    _check_seed("data.shuffle_seed", data.shuffle_seed)
     _check_choice("data.dataset", data.dataset, DATASETS)
     if data.eval_dataset is not None:
         _check_choice("data.eval_dataset", data.eval_dataset, EVAL_DATASETS)
@@ -304,25 +339,37 @@ def validate(recipe: Recipe) -> None:
         values = getattr(data, key)
         if values is not None and len(values) != 3:
             raise RecipeError(f"data.{key}: expected 3 per-channel values, got {list(values)}")
+        _check_finite(f"data.{key}", values)
     if data.std is not None and min(data.std) <= 0:
         raise RecipeError(f"data.std: must be > 0, got {list(data.std)}")
     if data.augment.pad < 0:
         raise RecipeError(f"data.augment.pad: must be >= 0, got {data.augment.pad}")
+    if data.train_per_class is not None:
+        if data.dataset == "premixed":
+            raise RecipeError(
+                "data.train_per_class: premixed shards hold what was written; "
+                "write the subset with cutmix-writer instead"
+            )
+        _check_positive("data.train_per_class", data.train_per_class)
 
     train = recipe.train
-    _check_time("train.max_duration", train.max_duration, ("ep", "ba", "sp"))
+    _check_time("train.max_duration", train.max_duration, ("ep", "ba", "sp"), positive=True)
     _check_positive("train.batch_size", train.batch_size)
+    _check_subset("train.subset_num_batches", train.subset_num_batches)
     mb = train.microbatch_size
     if isinstance(mb, str) and mb != "auto":
         raise RecipeError(f"train.microbatch_size: expected an integer, 'auto' or null, got {mb!r}")
     if isinstance(mb, int) and mb <= 0:
         raise RecipeError(f"train.microbatch_size: must be > 0, got {mb}")
-    _check_time("eval.interval", recipe.eval.interval, ("ep", "ba", "dur"))
+    _check_time("eval.interval", recipe.eval.interval, ("ep", "ba", "dur"), positive=True)
     _check_positive("eval.batch_size", recipe.eval.batch_size)
+    _check_subset("eval.subset_num_batches", recipe.eval.subset_num_batches)
 
     opt = recipe.optimizer
     _check_choice("optimizer.name", opt.name, OPTIMIZERS)
     _check_positive("optimizer.lr", opt.lr)
+    _check_finite("optimizer.weight_decay", opt.weight_decay)
+    _check_finite("optimizer.momentum", opt.momentum)
     if opt.weight_decay < 0:
         raise RecipeError(f"optimizer.weight_decay: must be >= 0, got {opt.weight_decay}")
     if not 0 <= opt.momentum < 1:
@@ -334,6 +381,7 @@ def validate(recipe: Recipe) -> None:
         _check_time(f"scheduler.milestones[{i}]", milestone, ("ep", "ba", "dur"))
     _check_time("scheduler.warmup", sched.warmup, ("ep", "ba", "dur"))
     _check_positive("scheduler.gamma", sched.gamma)
+    _check_finite("scheduler.alpha_f", sched.alpha_f)
 
     cutmix = recipe.algorithms.cutmix
     if cutmix.enabled and data.dataset == "premixed":
@@ -351,7 +399,7 @@ def validate(recipe: Recipe) -> None:
         _check_time("algorithms.cutmix.stop_at", cutmix.stop_at, ("ep", "ba", "dur"))
 
     ckpt = recipe.checkpoint
-    _check_time("checkpoint.save_interval", ckpt.save_interval, ("ep", "ba", "dur"))
+    _check_time("checkpoint.save_interval", ckpt.save_interval, ("ep", "ba", "dur"), positive=True)
     load = ckpt.load_path
     if load is not None and "://" not in load and "{" not in load and not Path(load).is_file():
         raise RecipeError(f"checkpoint.load_path: no checkpoint file at {load}")

@@ -32,6 +32,8 @@ __all__ = [
     "build_data",
     "load_images",
     "per_rank_batch_size",
+    "stratified_subset",
+    "train_subset",
 ]
 
 # Per-channel mean and std of the train split, for images in [0, 1].
@@ -53,6 +55,7 @@ class DataBundle:
         std: per-channel normalization std.
         source: the image source, ``"cifar10"`` or ``"digits"``.
         premixed: whether training batches come pre-mixed (dense float targets).
+        manifest: the pre-mixed shards' manifest (what the writer wrote), else None.
     """
 
     train: Any
@@ -62,6 +65,7 @@ class DataBundle:
     std: tuple[float, ...]
     source: str
     premixed: bool
+    manifest: dict | None = None
 
 
 class ImageBatchDataset(Dataset):
@@ -145,6 +149,57 @@ def load_images(cfg: DataConfig, dataset: str, split: str) -> Any:
     raise RecipeError(f"data.dataset: unknown image source {dataset!r}")
 
 
+def stratified_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Indices of ``per_class`` randomly chosen samples of every class, in ascending order.
+
+    Each class's members are shuffled by one ``torch.randperm`` from a generator seeded with
+    ``seed`` (classes in label order), and the first ``per_class`` kept: the same seed gives the
+    same subset on any machine, and a larger ``per_class`` keeps a smaller one's images.
+
+    Args:
+        labels: int ``(N,)`` class labels.
+        per_class: how many samples of each class to keep (``> 0``).
+        seed: the subset's seed.
+
+    Returns:
+        np.ndarray: int64 indices into ``labels``, sorted, ``per_class`` of each present class.
+
+    Raises:
+        ValueError: if ``per_class`` is not positive or a class has fewer than ``per_class`` samples.
+
+    Example:
+        >>> stratified_subset(np.array([0, 1, 0, 1, 0, 1]), 2, seed=0).tolist()
+        [0, 3, 4, 5]
+    """
+    if per_class <= 0:
+        raise ValueError(f"per_class must be > 0, got {per_class}")
+    labels = np.asarray(labels)
+    generator = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        if len(members) < per_class:
+            raise ValueError(f"class {int(c)} has {len(members)} samples, fewer than {per_class}")
+        order = torch.randperm(len(members), generator=generator).numpy()
+        keep.append(members[order[:per_class]])
+    return np.sort(np.concatenate(keep)).astype(np.int64)
+
+
+def train_subset(images: Any, per_class: int, seed: int) -> Any:
+    """The ``writer.ImageSet`` of :func:`stratified_subset`'s images, in source order.
+
+    Raises:
+        RecipeError: naming ``data.train_per_class`` if a class is too small.
+    """
+    from writer.sources import ImageSet
+
+    try:
+        index = stratified_subset(images.labels, per_class, seed)
+    except ValueError as e:
+        raise RecipeError(f"data.train_per_class: {e} in the train split") from None
+    return ImageSet(images.images[index], images.labels[index], list(images.class_names))
+
+
 def _in_memory_loader(images: Any, batch_size: int, *, train: bool, cfg: DataConfig, seed: int) -> DataLoader:
     dataset = ImageBatchDataset(images.images, images.labels)
     sampler = dist.get_sampler(dataset, shuffle=train, drop_last=train, seed=seed)
@@ -225,7 +280,8 @@ def build_data(cfg: DataConfig, train_batch_size: int, eval_batch_size: int, see
         cfg: the recipe's ``data`` section.
         train_batch_size: the global train batch size (split evenly across ranks).
         eval_batch_size: the global eval batch size.
-        seed: the shuffling seed for in-memory data (the run's seed).
+        seed: the shuffling seed for in-memory data (the run's seed), and the subset's seed when
+            ``cfg.train_per_class`` is set and ``cfg.subset_seed`` is not.
 
     Returns:
         DataBundle: loaders, class count, normalization and the image source.
@@ -243,6 +299,9 @@ def build_data(cfg: DataConfig, train_batch_size: int, eval_batch_size: int, see
     else:
         source = cfg.dataset
         train_images = load_images(cfg, source, "train")
+        if cfg.train_per_class is not None:
+            subset_seed = seed if cfg.subset_seed is None else cfg.subset_seed
+            train_images = train_subset(train_images, cfg.train_per_class, subset_seed)
         train = _in_memory_loader(train_images, train_bs, train=True, cfg=cfg, seed=seed)
         num_classes = train_images.num_classes
     eval_images = load_images(cfg, source, "test")
@@ -260,4 +319,5 @@ def build_data(cfg: DataConfig, train_batch_size: int, eval_batch_size: int, see
         std=tuple(cfg.std) if cfg.std is not None else std,
         source=source,
         premixed=cfg.dataset == "premixed",
+        manifest=manifest if cfg.dataset == "premixed" else None,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,41 @@ def test_dry_run_builds_the_trainer_and_stops() -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout == ""  # no training, so no summary
     assert "trainer built" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("optimizer.lr=nan", "optimizer.lr"),
+        ("optimizer.lr=inf", "optimizer.lr"),
+        ("optimizer.weight_decay=nan", "optimizer.weight_decay"),
+        ("optimizer.weight_decay=inf", "optimizer.weight_decay"),
+        ("scheduler.gamma=nan", "scheduler.gamma"),
+        ("scheduler.gamma=inf", "scheduler.gamma"),
+        ("data.mean=[0.1,nan,0.1]", "data.mean"),
+        ("data.std=[0.2,inf,0.2]", "data.std"),
+        ("eval.interval=0ep", "eval.interval"),
+        ("eval.interval=0dur", "eval.interval"),
+        ("checkpoint.save_interval=0ba", "checkpoint.save_interval"),
+        ("train.subset_num_batches=0", "train.subset_num_batches"),
+        ("eval.subset_num_batches=0", "eval.subset_num_batches"),
+        ("train.max_duration=0ep", "train.max_duration"),
+        ("seed=-1", "seed"),
+        (f"seed={2**32}", "seed"),
+        ("data.shuffle_seed=-1", "data.shuffle_seed"),
+    ],
+)
+def test_values_that_cannot_train_are_one_line_errors_at_load_time(tmp_path: Path, override: str, key: str) -> None:
+    # Each of these used to be accepted: NaN/inf trained to eval_loss NaN, zero intervals never
+    # evaluated or saved, subset_num_batches=0 hung, max_duration=0ep and bad seeds crashed.
+    with pytest.raises(RecipeError, match=rf"^{re.escape(key)}: "):
+        load_recipe(RECIPES / "demo.yaml", [override])
+    result = CliRunner().invoke(main, [str(RECIPES / "demo.yaml"), override])
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
+    assert result.output.startswith(f"Error: {key}: ") and result.output.count("\n") == 1
+    assert "Traceback" not in result.output
+
+
+def test_largest_seed_and_zero_warmup_still_load() -> None:
+    recipe = load_recipe(RECIPES / "demo.yaml", [f"seed={2**32 - 1}", "scheduler.warmup=0ba", "data.shuffle_seed=0"])
+    assert recipe.seed == 2**32 - 1 and recipe.scheduler.warmup == "0ba"

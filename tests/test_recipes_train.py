@@ -61,13 +61,16 @@ def test_premixed_recipe_streams_from_a_bucket(s3_bucket: str, cifar_root: Path,
     assert summary["dataset"] == "premixed" and summary["cutmix"] is False
     assert summary["batches"] == 3 and summary["samples"] == 48
     assert any((tmp_path / "cache").rglob("*.mds*"))  # shards came through the local cache
+    # What the shards hold, from their manifest, is said before training.
+    assert f"the shards hold 1 epoch of 100 cifar10:{cifar_root} images" in result.stderr
+    assert "writer seed 0, batch 16" in result.stderr
 
 
 def test_nproc_relaunches_under_composer_with_one_summary(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "cutmix_train.cli", str(RECIPES / "demo.yaml"), "--nproc", "2",
         "train.max_duration=2ba", "eval.subset_num_batches=1", "scheduler.warmup=0ba",
-        "logging.progress_bar=false",
+        "logging.progress_bar=false", "--summary", "summary.json",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -75,3 +78,4 @@ def test_nproc_relaunches_under_composer_with_one_summary(tmp_path: Path) -> Non
     assert len(lines) == 1  # the summary alone, once: rank 0's; the rest went to stderr
     summary = json.loads(lines[-1])
     assert summary["world_size"] == 2 and summary["batches"] == 2 and summary["samples"] == 64
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary  # --summary under --nproc too
