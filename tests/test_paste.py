@@ -1,0 +1,270 @@
+"""Tests for cutmix_algo.paste: the in-place batch reorder ``t[i] <- t[perm[i]]`` and its paths.
+
+Every expected result is computed here from a pristine copy with a plain Python loop over samples,
+independently of the code under test; both paths are forced as well as chosen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from cutmix_algo import paste_box_
+from cutmix_algo.paste import (
+    CYCLE_WALK_MIN_BYTES,
+    GRAIN_SIZE,
+    _pieces_plan,
+    choose_method,
+    permute_batch_,
+)
+
+METHODS = ["cycles", "index_select", "auto"]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.uint8, torch.int64]
+
+
+def random_batch(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if dtype in (torch.uint8, torch.int64):
+        return torch.randint(0, 256, shape, generator=g, dtype=dtype)
+    return torch.randn(shape, generator=g).to(dtype)
+
+
+def expected(orig: torch.Tensor, perm: list[int]) -> torch.Tensor:
+    out = orig.clone()
+    for i, j in enumerate(perm):
+        out[i] = orig[j]
+    return out
+
+
+class _Ops(TorchDispatchMode):
+    """Records (op name, numel of its first tensor argument) for every aten op."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[tuple[str, int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        self.ops.append((str(func.overloadpacket.__name__), -1 if first is None else first.numel()))
+        return func(*args, **(kwargs or {}))
+
+
+def perms(n: int) -> dict[str, list[int]]:
+    """Named permutations covering cycles of length 1, 2 and N, and a mix."""
+    out = {
+        "identity": list(range(n)),
+        "one_swap": [1, 0, *range(2, n)],
+        "n_cycle": [(i + 1) % n for i in range(n)],
+        "reverse": list(range(n))[::-1],
+        "random": torch.randperm(n, generator=torch.Generator().manual_seed(n)).tolist(),
+    }
+    if n >= 5:  # a 3-cycle, a 2-cycle and fixed points together
+        out["mixed"] = [1, 2, 0, 4, 3, *range(5, n)]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Exactness: every path, permutation shape, dtype and layout gives the loop's result.
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", ["identity", "one_swap", "n_cycle", "reverse", "random", "mixed"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_permutation_shape_is_exact(method, name, dtype):
+    x = random_batch((7, 3, 6, 5), dtype)
+    orig = x.clone()
+    perm = perms(7)[name]
+    assert permute_batch_(x, torch.tensor(perm), method=method) is x
+    assert torch.equal(x, expected(orig, perm))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided_box", "video_5d", "video_channels_last_3d"])
+def test_box_regions_of_every_layout_paste_exactly(method, dtype, layout):
+    """The real use: the box region of a batch (a strided view), big enough to be split in pieces."""
+    shape = (5, 3, 4, 60, 70) if layout.startswith("video") else (5, 3, 130, 120)
+    base = random_batch(shape, dtype, 1)
+    if layout == "channels_last":
+        base = base.contiguous(memory_format=torch.channels_last)
+    if layout == "video_channels_last_3d":
+        base = base.contiguous(memory_format=torch.channels_last_3d)
+    if layout == "strided_box":
+        base = random_batch((5, 3, 130, 127), dtype, 1)[..., 3:123]
+    pristine = base.clone()
+    strides = base.stride()
+    box = (2, 5, 58, 65) if layout.startswith("video") else (4, 9, 125, 118)
+    perm = [3, 0, 4, 1, 2]
+    top, left, bottom, right = box
+    region = base[..., top:bottom, left:right]
+    assert math.prod(region.shape[1:]) >= GRAIN_SIZE  # the piece split is exercised
+
+    permute_batch_(region, torch.tensor(perm), method=method)
+
+    want = pristine.clone()
+    for i, j in enumerate(perm):
+        want[i, ..., top:bottom, left:right] = pristine[j, ..., top:bottom, left:right]
+    assert torch.equal(base, want) and base.stride() == strides
+
+
+def test_strided_view_leaves_the_rest_of_its_base_alone():
+    big = random_batch((4, 2, 10, 40), torch.float32)
+    pristine = big.clone()
+    view = big[:, :, 1:9, 3:33:2]  # every other column: a view with gaps inside each row
+    permute_batch_(view, torch.tensor([2, 3, 1, 0]), method="cycles")
+    want = pristine.clone()
+    want[:, :, 1:9, 3:33:2] = pristine[[2, 3, 1, 0]][:, :, 1:9, 3:33:2]
+    assert torch.equal(big, want)
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    n=st.integers(1, 9),
+    shape=st.lists(st.integers(1, 9), min_size=0, max_size=3),
+    seed=st.integers(0, 2**31),
+    dtype=st.sampled_from(DTYPES),
+)
+def test_cycle_walk_matches_index_select(n, shape, seed, dtype):
+    x = random_batch((n, *shape), dtype, seed)
+    y = x.clone()
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    permute_batch_(x, perm, method="cycles")
+    y.copy_(y.index_select(0, perm))
+    assert torch.equal(x, y)
+
+
+def test_int32_perm_is_accepted():
+    x = random_batch((4, 3, 5, 5), torch.float32)
+    orig = x.clone()
+    permute_batch_(x, torch.tensor([3, 2, 1, 0], dtype=torch.int32), method="cycles")
+    assert torch.equal(x, expected(orig, [3, 2, 1, 0]))
+
+
+# ----------------------------------------------------------------------------------------------
+# How it moves the bytes: each region once, in serial pieces, and nothing for fixed points.
+
+
+@settings(deadline=None, max_examples=80)
+@given(shape=st.lists(st.integers(1, 300), min_size=0, max_size=4))
+def test_pieces_tile_the_region_each_below_the_grain(shape):
+    shape = tuple(shape)
+    if math.prod(shape) > 3_000_000:
+        shape = shape[:2]
+    count = torch.zeros(shape, dtype=torch.int32)
+    for index in _pieces_plan(shape):
+        piece = count[index]
+        assert piece.numel() < GRAIN_SIZE
+        piece += 1
+    assert bool((count == 1).all())
+
+
+def test_cycle_walk_copies_each_region_once_in_serial_pieces():
+    """No index_select, no gather; every copy below GRAIN_SIZE (so torch runs it on one thread)."""
+    x = random_batch((6, 3, 112, 112), torch.float32)  # 37,632 elements per image: split in two
+    perm = [1, 2, 0, 4, 3, 5]  # a 3-cycle, a 2-cycle, a fixed point
+    with _Ops() as seen:
+        permute_batch_(x, torch.tensor(perm), method="cycles")
+    names = [name for name, _ in seen.ops]
+    assert "index_select" not in names and "index" not in names
+    copies = [numel for name, numel in seen.ops if name == "copy_"]
+    assert copies and max(copies) < GRAIN_SIZE
+    per_image = 3 * 112 * 112
+    # Each of the 5 moved images is written once, plus one saved region per cycle (2 cycles).
+    assert sum(copies) == (5 + 2) * per_image
+
+
+def test_identity_perm_copies_nothing():
+    x = random_batch((5, 3, 80, 80), torch.float32)
+    with _Ops() as seen:
+        permute_batch_(x, torch.arange(5), method="cycles")
+    assert not [name for name, _ in seen.ops if name == "copy_"]
+
+
+def test_auto_rule_by_bytes_per_image():
+    big = torch.empty(128, 3, 112, 112)  # a 224² batch's centered box: 147 KiB per image
+    small = torch.empty(512, 3, 16, 16)  # a 32² batch's box: 3 KiB per image
+    assert choose_method(big) == "cycles" and choose_method(small) == "index_select"
+    at = CYCLE_WALK_MIN_BYTES // 2  # bfloat16 elements exactly at the threshold
+    assert choose_method(torch.empty(4, at, dtype=torch.bfloat16)) == "cycles"
+    assert choose_method(torch.empty(4, at - 1, dtype=torch.bfloat16)) == "index_select"
+    assert choose_method(torch.empty(1, 3, 112, 112)) == "index_select"  # nothing to reorder
+    assert choose_method(torch.empty(128, 3, 112, 112, device="meta")) == "index_select"
+
+
+def test_paste_box_takes_the_cycle_walk_at_224():
+    x = random_batch((4, 3, 224, 224), torch.uint8)
+    orig = x.clone()
+    with _Ops() as seen:
+        paste_box_(x, (56, 56, 168, 168), torch.tensor([2, 3, 1, 0]))
+    assert "index_select" not in [name for name, _ in seen.ops]
+    want = orig.clone()
+    want[..., 56:168, 56:168] = orig[[2, 3, 1, 0]][..., 56:168, 56:168]
+    assert torch.equal(x, want)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs the cycle walk does not take behave exactly as before.
+
+
+def test_gather_with_repeats_keeps_index_select_semantics():
+    x = random_batch((4, 3, 40, 40), torch.float32)
+    orig = x.clone()
+    permute_batch_(x, torch.tensor([0, 0, 1, 2]), method="cycles")
+    assert torch.equal(x, expected(orig, [0, 0, 1, 2]))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_out_of_range_perm_raises_as_before_and_changes_nothing(method):
+    x = random_batch((4, 3, 40, 40), torch.float32)
+    orig = x.clone()
+    with pytest.raises(IndexError, match="out of range"):
+        permute_batch_(x, torch.tensor([1, 2, 3, 4]), method=method)
+    with pytest.raises(IndexError, match="out of range"):
+        permute_batch_(x, torch.tensor([-1, 0, 1, 2]), method=method)
+    assert torch.equal(x, orig)
+
+
+def test_images_sharing_memory_raise_as_before():
+    x = random_batch((1, 3, 40, 40), torch.float32).expand(4, 3, 40, 40)
+    with pytest.raises(RuntimeError, match="single memory location"):
+        permute_batch_(x, torch.tensor([1, 2, 3, 0]), method="cycles")
+
+
+def test_requires_grad_keeps_one_autograd_op():
+    leaf = torch.randn(4, 3, 40, 40, requires_grad=True)
+    x = leaf * 1.0
+    permute_batch_(x, torch.tensor([1, 2, 3, 0]), method="cycles")
+    x.sum().backward()
+    assert torch.equal(leaf.grad, torch.ones_like(leaf))  # every value still comes from one input
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="method"):
+        permute_batch_(torch.zeros(2, 3), torch.tensor([1, 0]), method="fast")
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA: the vectorized path, no host sync, for a perm on either side.
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("perm_device", ["cpu", "cuda"])
+def test_cuda_reorders_without_syncs(perm_device):
+    cpu = random_batch((8, 3, 112, 112), torch.float32)
+    x = cpu.cuda()
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(0))
+    perm_on = perm.to(perm_device)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        permute_batch_(x[..., 8:100, 8:100], perm_on)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    want = cpu.clone()
+    want[..., 8:100, 8:100] = cpu[perm][..., 8:100, 8:100]
+    assert torch.equal(x.cpu(), want)
