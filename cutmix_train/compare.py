@@ -342,15 +342,19 @@ def plot_comparison(
     ax = axes[0][0]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     seeds = sorted({int(s) for v in summary["variants"].values() for s in v["accuracy"]})
+
+    def x_of(i: int, k: int) -> float:  # seed k of variant i, spread a little so dots stay apart
+        return i - 0.12 + 0.24 * k / max(1, len(seeds) - 1)
+
     # thin grey lines join each seed's runs: the pairing the gains are computed over
-    for s in seeds:
+    for k, s in enumerate(seeds):
         ys = [summary["variants"][n]["accuracy"].get(str(s)) for n in names]
-        ax.plot(range(len(names)), ys, color="0.85", lw=0.8, zorder=1)
+        ax.plot([x_of(i, k) for i in range(len(names))], ys, color="0.85", lw=0.8, zorder=1)
     for i, name in enumerate(names):
         v = summary["variants"][name]
         ys = [v["accuracy"][str(s)] for s in seeds]
-        xs = [i - 0.12 + 0.24 * k / max(1, len(ys) - 1) for k in range(len(ys))]
-        ax.scatter(xs, ys, s=16, color=colors[i % len(colors)], alpha=0.7, zorder=2)
+        ax.scatter([x_of(i, k) for k in range(len(seeds))], ys, s=16, color=colors[i % len(colors)], alpha=0.7,
+                   zorder=2)  # fmt: skip
         ax.errorbar([i + 0.25], [v["mean"]], yerr=[[v["mean"] - v["ci95"][0]], [v["ci95"][1] - v["mean"]]],
                     fmt="o", color="black", capsize=4, zorder=3)  # fmt: skip
     ax.set_xticks(range(len(names)), names)
