@@ -22,20 +22,33 @@ How each contender is fed (none is patched; each is called as published):
 * timm ``Mixup`` (batch mode) when ``import timm`` works; it is not installed in this project's
   environment, so it is reported as skipped.
 
-Before timing, each contender's output is checked against ours (exact equality, with the
-permutation the contender used).
+Three more rows time the paste alone (the box region only, no targets): ours
+(``cutmix_algo.paste.permute_batch_``, ``auto``: the cycle walk or ``index_select`` by region
+size), the paste before this change (``region.copy_(region.index_select(0, perm))``), and the
+in-place floor, two plain copies of the box region (out to a temporary and back).
 
-A fourth row, "ours, proposed paste", times the change proposed for ``paste_box_`` (advanced
-indexing instead of ``index_select``; see bench/README.md); it is not a separate library.
+``--load`` repeats chosen cases under a deliberate competing CPU load: one busy-loop process per
+core, started by this script after the quiet cases and stopped by it (each also exits by itself
+after ``--load-seconds``, so none outlives a killed run).
 
-Usage: ``python bench/op.py [--quick] [--device cpu|cuda] [--reps N] [--threads N]``
+``--sweep`` (instead of the table) times the two paste paths over a range of region sizes per
+image, the measurement behind ``cutmix_algo.paste.CYCLE_WALK_MIN_BYTES``; run it with
+``--threads 1`` on a busy machine, where ``index_select``'s parallel region is mostly waiting.
+
+Before timing, each contender's output is checked against a reference paste (exact equality, with
+the permutation the contender used; the floor must leave the batch unchanged).
+
+Usage: ``python bench/op.py [--quick] [--device cpu|cuda] [--reps N] [--threads N] [--load]``,
+``python bench/op.py --sweep [--threads 1]``
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -46,12 +59,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cutmix_algo import cutmix_batch, mix_targets  # noqa: E402
+from cutmix_algo import cutmix_batch  # noqa: E402
+from cutmix_algo.paste import CYCLE_WALK_MIN_BYTES, choose_method, permute_batch_  # noqa: E402
 
 SIZES = {"224": (128, 3, 224, 224), "32": (512, 3, 32, 32)}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "uint8": torch.uint8}
 NUM_CLASSES = 1000
 LAM = 0.5  # the box: a centered cut of side int(side * sqrt(1 - LAM)), as the sampler makes
+
+OURS = "ours (`cutmix_batch`, in place)"
+COMPOSER = "Composer 0.32.1 `cutmix_batch`"
+TORCHVISION = "torchvision v2 CutMix body"
+PASTE = "paste alone: ours (`permute_batch_`)"
+PASTE_BEFORE = "paste alone: before (`index_select`)"
+FLOOR = "floor: two plain copies of the box"
 
 
 def centered_box(height: int, width: int, lam: float) -> tuple[int, int, int, int]:
@@ -62,9 +83,9 @@ def centered_box(height: int, width: int, lam: float) -> tuple[int, int, int, in
 
 
 class Contender:
-    """A named call ``fn(x, y)`` plus the permutation it actually uses, for the check."""
+    """A named call ``fn(x, y)``, the permutation it actually uses (``None``: must change nothing)."""
 
-    def __init__(self, name: str, fn: Callable, perm: torch.Tensor) -> None:
+    def __init__(self, name: str, fn: Callable, perm: torch.Tensor | None) -> None:
         self.name, self.fn, self.perm = name, fn, perm
         self.times: list[float] = []
 
@@ -72,51 +93,47 @@ class Contender:
 def make_contenders(box, perm, lam, n) -> tuple[list[Contender], list[str]]:
     top, left, bottom, right = box
     contenders = [
-        Contender(
-            "ours (in place)",
-            lambda x, y: cutmix_batch(x, y, num_classes=NUM_CLASSES, box=box, perm=perm).input,
-            perm,
-        )
+        Contender(OURS, lambda x, y: cutmix_batch(x, y, num_classes=NUM_CLASSES, box=box, perm=perm).input, perm)
     ]
     skipped = []
 
-    def proposed_call(x, y):
-        # The fix proposed to the lead for paste_box_: gather the box with advanced indexing
-        # (one TensorIterator pass) instead of index_select on the strided box view.
-        region = x[..., top:bottom, left:right]
-        region.copy_(region[perm])
-        mix_targets(y, lam, perm, NUM_CLASSES)
-        return x
-
-    contenders.append(Contender("ours, proposed paste (`region[perm]`)", proposed_call, perm))
-
     from composer.algorithms.cutmix.cutmix import cutmix_batch as composer_cutmix
 
-    contenders.append(
-        Contender(
-            "Composer 0.32.1",
-            lambda x, y: composer_cutmix(x, y, bbox=box, indices=perm)[0],
-            perm,
-        )
-    )
+    contenders.append(Contender(COMPOSER, lambda x, y: composer_cutmix(x, y, bbox=box, indices=perm)[0], perm))
 
     from torchvision.transforms.v2 import CutMix as TVCutMix
 
     tv = TVCutMix(alpha=1.0, num_classes=NUM_CLASSES)
 
     def torchvision_call(x, y):
-        params = {
-            "labels": y,
-            "batch_size": n,
-            "box": (left, top, right, bottom),
-            "lam_adjusted": lam,
-        }
+        params = {"labels": y, "batch_size": n, "box": (left, top, right, bottom), "lam_adjusted": lam}
         out = tv.transform(x, params)
         tv.transform(y, params)
         return out
 
     roll_perm = torch.arange(n).roll(1).to(perm.device)
-    contenders.append(Contender("torchvision v2 CutMix body", torchvision_call, roll_perm))
+    contenders.append(Contender(TORCHVISION, torchvision_call, roll_perm))
+
+    def paste(x, y):
+        permute_batch_(x[..., top:bottom, left:right], perm)
+        return x
+
+    def paste_before(x, y):
+        region = x[..., top:bottom, left:right]
+        region.copy_(region.index_select(0, perm))
+        return x
+
+    def floor(x, y):
+        region = x[..., top:bottom, left:right]
+        tmp = region.clone(memory_format=torch.contiguous_format)
+        region.copy_(tmp)
+        return x
+
+    contenders += [
+        Contender(PASTE, paste, perm),
+        Contender(PASTE_BEFORE, paste_before, perm),
+        Contender(FLOOR, floor, None),
+    ]
 
     try:
         import timm  # noqa: F401
@@ -132,14 +149,18 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_case(shape, dtype, device, reps, warmup) -> tuple[list[Contender], list[str], int]:
-    n, _, height, width = shape
-    gen = torch.Generator().manual_seed(0)
+def make_batch(shape, dtype, device, gen) -> torch.Tensor:
     if dtype == torch.uint8:
         pristine = torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)
     else:
         pristine = torch.rand(shape, generator=gen).to(dtype)
-    pristine = pristine.to(device)
+    return pristine.to(device)
+
+
+def run_case(shape, dtype, device, reps, warmup, deadline=None) -> tuple[list[Contender], list[str], int, str]:
+    n, _, height, width = shape
+    gen = torch.Generator().manual_seed(0)
+    pristine = make_batch(shape, dtype, device, gen)
     labels = torch.randint(NUM_CLASSES, (n,), generator=gen).to(device)
     box = centered_box(height, width, LAM)
     top, left, bottom, right = box
@@ -150,12 +171,13 @@ def run_case(shape, dtype, device, reps, warmup) -> tuple[list[Contender], list[
 
     contenders, skipped = make_contenders(box, perm, lam, n)
 
-    # Correctness first: each contender's result equals ours for the permutation it used.
+    # Correctness first: each contender's result equals the reference for the permutation it used.
     for c in contenders:
         work.copy_(pristine)
         got = c.fn(work, labels)
         want = pristine.clone()
-        want[..., top:bottom, left:right] = pristine[c.perm][..., top:bottom, left:right]
+        if c.perm is not None:
+            want[..., top:bottom, left:right] = pristine[c.perm][..., top:bottom, left:right]
         if not torch.equal(got, want):
             raise AssertionError(f"{c.name} disagrees with the expected paste")
 
@@ -164,6 +186,8 @@ def run_case(shape, dtype, device, reps, warmup) -> tuple[list[Contender], list[
             work.copy_(pristine)
             c.fn(work, labels)
     for r in range(reps):
+        if deadline is not None and time.monotonic() > deadline and r >= 3:
+            break  # the load is about to end: keep what was measured under it
         order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
         for c in order:
             work.copy_(pristine)  # untimed: every call starts from the same pristine batch
@@ -173,7 +197,106 @@ def run_case(shape, dtype, device, reps, warmup) -> tuple[list[Contender], list[
             sync(device)
             c.times.append(time.perf_counter() - t0)
     box_bytes = n * shape[1] * (bottom - top) * (right - left) * pristine.element_size()
-    return contenders, skipped, box_bytes
+    method = choose_method(pristine[..., top:bottom, left:right])
+    return contenders, skipped, box_bytes, method
+
+
+class BusyLoad:
+    """One busy-loop process per core, each ending by itself after ``seconds`` (a hard limit)."""
+
+    CODE = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
+
+    def __init__(self, seconds: float, processes: int | None = None) -> None:
+        self.seconds = seconds
+        self.processes = processes or len(os.sched_getaffinity(0))
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> BusyLoad:
+        code = self.CODE.format(seconds=float(self.seconds))
+        self.procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(self.processes)]
+        self.deadline = time.monotonic() + self.seconds - 1.0
+        time.sleep(0.5)  # let every busy process start spinning before the first timed call
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for p in self.procs:
+            p.kill()
+        for p in self.procs:
+            p.wait()
+
+
+def sweep(reps: int) -> None:
+    """Both paste paths over region sizes per image: where the cycle walk starts to win."""
+    print(
+        "Sweep: paste alone, 256 images, centered square box of 3 channels; min and median ms of "
+        f"{reps} calls each, interleaved; threshold now {CYCLE_WALK_MIN_BYTES // 1024} KiB per image\n"
+    )
+    print("| dtype | box side | KiB per image | cycles min | index_select min | cycles median | index_select median |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    gen = torch.Generator().manual_seed(0)
+    for dname in ("float32", "uint8"):
+        for side in (16, 24, 32, 40, 48, 56, 64, 80, 96):  # 3 x 96² < GRAIN_SIZE: no collapse
+            n = 256
+            pristine = make_batch((n, 3, side + 8, side + 8), DTYPES[dname], "cpu", gen)
+            perm = torch.randperm(n, generator=gen)
+            work = torch.empty_like(pristine)
+            times: dict[str, list[float]] = {"cycles": [], "index_select": []}
+            for r in range(reps + 1):
+                for method in times if r % 2 else reversed(list(times)):
+                    work.copy_(pristine)
+                    t0 = time.perf_counter()
+                    permute_batch_(work[..., 4 : 4 + side, 4 : 4 + side], perm, method=method)
+                    if r:  # the first round is a warmup
+                        times[method].append(time.perf_counter() - t0)
+            kib = 3 * side * side * pristine.element_size() / 1024
+            cells = [f"{min(times[m]) * 1e3:.2f}" for m in times] + [
+                f"{statistics.median(times[m]) * 1e3:.2f}" for m in times
+            ]
+            print(f"| {dname} | {side} | {kib:.1f} | " + " | ".join(cells) + " |", flush=True)
+
+
+def print_rows(label, shape, dname, contenders, box_bytes, method, gbps, results) -> None:
+    ours = statistics.median(contenders[0].times)
+    for c in contenders:
+        med = statistics.median(c.times)
+        name = c.name + (f" [{method}]" if c.name == PASTE else "")
+        row = f"| {label}{'×'.join(map(str, shape))} | {dname} | {name} | {med * 1e3:.2f} | {med / ours:.2f}× |"
+        if gbps:
+            row += f" {4 * box_bytes / med / 1e9:.0f} |"
+        print(row, flush=True)
+        results[(label, shape[-1], dname, c.name)] = med
+    results[(label, shape[-1], dname, "method")] = method
+
+
+def summarize(results: dict) -> None:
+    def ratio(num, den, label="", size=224, dtype="float32"):
+        a, b = results.get((label, size, dtype, num)), results.get((label, size, dtype, den))
+        return None if a is None or b is None else a / b
+
+    goals = [
+        ("224² float32: Composer ÷ ours >= 4", ratio(COMPOSER, OURS), lambda r: r >= 4),
+        ("224² float32: ours' paste ÷ floor <= 2", ratio(PASTE, FLOOR), lambda r: r <= 2),
+        ("224² float32: whole call (ours) ÷ floor <= 2", ratio(OURS, FLOOR), lambda r: r <= 2),
+    ]
+    for dname in DTYPES:
+        same = results.get(("", 32, dname, "method")) == "index_select"
+        goals.append(
+            (
+                f"32² {dname}: ours' paste ÷ before <= 1"
+                + (" (the same index_select path: the ratio is the noise)" if same else ""),
+                ratio(PASTE, PASTE_BEFORE, size=32, dtype=dname),
+                None if same else (lambda r: r <= 1),
+            )
+        )
+    goals += [
+        ("under load, 224² float32: Composer ÷ ours > 1", ratio(COMPOSER, OURS, "load "), lambda r: r > 1),
+        ("under load, 224² float32: before ÷ ours' paste", ratio(PASTE_BEFORE, PASTE, "load "), None),
+        ("under load, 32² float32 (no goal): Composer ÷ ours", ratio(COMPOSER, OURS, "load ", 32), None),
+    ]
+    for text, value, ok in goals:
+        if value is not None:
+            verdict = "" if ok is None else (" (met)" if ok(value) else " (NOT met)")
+            print(f"Goal {text}: {value:.2f}×{verdict}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -184,49 +307,65 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--load", action="store_true", help="also time --load-sizes under a busy process per core")
+    parser.add_argument("--load-sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    parser.add_argument("--load-reps", type=int, default=9, help="timed calls per contender under load")
+    parser.add_argument("--load-seconds", type=float, default=90.0, help="hard limit of the load processes")
+    parser.add_argument("--sweep", action="store_true", help="only sweep both paste paths over region sizes")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA device")
+    if args.load and args.device != "cpu":
+        parser.error("--load is a CPU measurement; drop --device cuda")
     reps = args.reps or (5 if args.quick else 25)
     warmup = 1 if args.quick else 3
 
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    load_avg = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     print(
         f"torch {torch.__version__}, device {device_name}, threads {torch.get_num_threads()}, "
+        f"{len(os.sched_getaffinity(0))} cores, load average {load_avg} (1/5/15 min) at start; "
         f"{reps} timed calls per contender after {warmup} warmup, box: centered, lam={LAM}\n"
     )
+    if args.sweep:
+        sweep(reps)
+        return
     gbps = args.device == "cuda"
     header = "| batch | dtype | contender | median ms | ÷ ours |" + (" GB/s (4× box) |" if gbps else "")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     notes: set[str] = set()
-    goal = None
+    results: dict = {}
     for size in args.sizes:
         shape = SIZES[size]
         for dname in args.dtypes:
-            contenders, skipped, box_bytes = run_case(shape, DTYPES[dname], args.device, reps, warmup)
+            contenders, skipped, box_bytes, method = run_case(shape, DTYPES[dname], args.device, reps, warmup)
             notes.update(skipped)
-            ours = statistics.median(contenders[0].times)
-            for c in contenders:
-                med = statistics.median(c.times)
-                row = f"| {'×'.join(map(str, shape))} | {dname} | {c.name} | {med * 1e3:.2f} | {med / ours:.2f}× |"
-                if gbps:
-                    row += f" {4 * box_bytes / med / 1e9:.0f} |"
-                print(row, flush=True)
-                if size == "224" and dname == "float32" and c.name.startswith("Composer"):
-                    goal = med / ours
+            print_rows("", shape, dname, contenders, box_bytes, method, gbps, results)
+
+    if args.load:
+        with BusyLoad(args.load_seconds) as load:
+            for size in args.load_sizes:
+                shape = SIZES[size]
+                contenders, _, box_bytes, method = run_case(
+                    shape, torch.float32, "cpu", args.load_reps, 1, deadline=load.deadline
+                )
+                print_rows("load ", shape, "float32", contenders, box_bytes, method, False, results)
+            after = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+        print(
+            f"\n'load' rows: {load.processes} busy-loop processes (one per core) ran while they were timed "
+            f"({len(contenders[0].times)} calls per contender); load average {after} at the end."
+        )
     print()
-    if goal is not None:
-        verdict = "met" if goal >= 2.0 else "NOT met"
-        print(f"Goal Composer ÷ ours >= 2.0 at 128×3×224×224 float32: {goal:.2f}× ({verdict})")
+    summarize(results)
     print(
         "Notes: every contender supports float32, bfloat16 and uint8 here (none skipped for dtype). "
         "torchvision pastes from batch.roll(1, 0) (it takes no permutation); ours and Composer use "
         "the same random permutation. Labels: ours mixes int labels into (N, 1000) rows, Composer "
-        "returns y[perm], torchvision one-hots and mixes."
+        "returns y[perm], torchvision one-hots and mixes. Paste rows: the box region only."
     )
     for note in sorted(notes):
         print(f"Skipped: {note}")

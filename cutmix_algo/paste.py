@@ -9,9 +9,9 @@ Why not just ``index_select``: on the CPU, torch's ``index_select`` copies a dim
 least ``GRAIN_SIZE`` (32,768) elements with one parallel region *per slice*. Each parallel region
 waits for every OpenMP thread; on a machine whose cores are busy with other processes (a training
 box whose loader workers are busy, the writer's worker pool), a thread that has been preempted
-stalls it for a scheduler time slice, so 128 slices cost over 100 ms where 20 would do (measured
-with 2 threads: 822 ms against Composer's 80 ms). It also moves every byte twice (gather into a
-temporary, copy back).
+stalls it for a scheduler time slice, once per image (``bench/op.py --load``, 2 threads, a busy
+loop per core: 2,196 ms for the box of a 128x3x224² float32 batch, against 86 ms for the cycle
+walk below). It also moves every byte twice (gather into a temporary, copy back).
 
 The paths (the choice depends only on the device, the region's size per image and ``method``):
 
@@ -25,16 +25,19 @@ The paths (the choice depends only on the device, the region's size per image an
   small regions take the other path. Fixed points (``perm[i] == i``) are not touched.
 * ``"index_select"`` (small regions on the CPU, every other device, and any input the cycle walk
   does not take): ``t.copy_(t.index_select(0, perm))``. For regions below ``GRAIN_SIZE`` elements
-  torch's CPU ``index_select`` runs its per-image copies in one parallel region, and at 512x32²
-  its C++ loop beats the cycle walk's Python loop (0.4 ms against 1.6 ms per call here). On CUDA it
-  is one kernel and needs no host sync; ``perm`` is moved to the device (without blocking) if it
-  is not there, and never read on the host.
+  torch's CPU ``index_select`` runs its per-image copies in one parallel region (as any single
+  torch op does), and for small regions its C++ loop beats the cycle walk's Python loop (256
+  images of a 32² batch's box, 3 KiB each: 0.30 ms against 1.51 ms, one thread). On CUDA it is
+  one kernel and needs no host sync; ``perm`` is moved to the device (without blocking) if it is
+  not there, and never read on the host.
 
-The threshold (16 KiB of region per image) comes from ``bench/op.py``'s sweep on a 2-core CPU
-(single-thread minima, float32 and uint8): the cycle walk overtakes ``index_select`` between 12 and
-19 KiB per image for both dtypes (the crossover is in bytes moved, not elements); above
-``GRAIN_SIZE`` elements per image ``index_select`` opens a parallel region per image and the cycle
-walk is the only robust choice, which the threshold implies for every dtype.
+The threshold, 16 KiB of region per image, comes from ``python bench/op.py --sweep --threads 1``
+on the project's 2-core CPU (256 images; float32 and uint8 behave alike, so the rule is in bytes,
+not elements): up to 12 KiB per image ``index_select`` is 1.6-5x faster; from 18.8 KiB the cycle
+walk ties or wins (at 27 KiB 2.40 against 2.47 ms for float32, 2.13 against 2.52 for uint8, best
+of 25; at 108 KiB 6.1 against 52.6 ms), and by the medians on a busy machine it wins from 18.8
+KiB. At ``GRAIN_SIZE`` elements or more per image (at least 32 KiB, so always above the
+threshold) ``index_select`` would open a parallel region per image.
 
 Inputs the cycle walk does not take go to ``index_select`` unchanged, so they behave exactly as
 before (same result, or the same error): ``perm`` that is not a permutation of ``range(N)`` (a
