@@ -539,6 +539,8 @@ def iter_encoded(
                     pending.append(pool.submit(_run_task, next_task))
                 yield rows
         finally:
+            # Not terminate(): a worker killed while it holds the call queue's lock hangs the
+            # shutdown. Cancelled chunks never start; the few already handed out finish first.
             pool.shutdown(wait=True, cancel_futures=True)
 
 

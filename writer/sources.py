@@ -146,6 +146,8 @@ def check_labels(labels: object, where: str, num_classes: int | None) -> np.ndar
             naming ``where``, the dtype and the range found.
     """
     array = np.asarray(labels)
+    if array.size == 0 and array.ndim == 1:
+        return array.astype(np.int64)  # np.asarray([]) is float64: no label was cast
     if array.dtype.kind not in "iu" or array.ndim != 1:
         shape = "" if array.ndim == 1 else f" of shape {array.shape}"
         found = _value_range(array) if array.dtype.kind in "iuf" else "values"

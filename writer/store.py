@@ -197,6 +197,7 @@ class Destination:
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._etags: dict[str, str] = {}
+        self._staged = False  # a local staging folder is removed only by the write that made it
         self.published: list[str] = []
         if self.remote:
             self._scratch = Scratch("cutmix-writer-stage-")
@@ -575,6 +576,7 @@ class Destination:
         """Return the local staging folder's path, with no leftovers from a killed run."""
         if not self.remote:
             shutil.rmtree(self.staging, ignore_errors=True)
+        self._staged = True
         return self.staging
 
     def _attempt(self, what: str, action: Callable[[], None]) -> None:
@@ -631,13 +633,14 @@ class Destination:
     def publish_bytes(self, basename: str, data: bytes) -> None:
         """Write ``data`` as ``basename`` at the destination, atomically where the store allows."""
         os.makedirs(self.staging, exist_ok=True)
+        self._staged = True
         with open(os.path.join(self.staging, basename), "wb") as f:
             f.write(data)
         self.publish(basename)
 
     def close(self) -> None:
-        """Remove the staging folder."""
+        """Remove the staging folder this object used (another writer's is left alone)."""
         if self._scratch is not None:
             self._scratch.close()
-        else:
+        elif self._staged:
             shutil.rmtree(self.staging, ignore_errors=True)

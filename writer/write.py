@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,8 +136,9 @@ def write_premixed(
     try:
         chunks = iter_encoded(source, schedule, seed=config.seed, alpha=config.alpha,
                               encoding=config.encoding, start=start, stop=stop, workers=workers)
-        with tqdm(total=total, unit="img", unit_scale=True, desc="premix", file=sys.stderr,
-                  disable=not progress, mininterval=0.5) as bar:
+        # closing(): on an error the pool stops here, not whenever the generator is collected.
+        with closing(chunks), tqdm(total=total, unit="img", unit_scale=True, desc="premix",
+                                   file=sys.stderr, disable=not progress, mininterval=0.5) as bar:
             for rows in chunks:
                 for row in rows:
                     writer.write(row)

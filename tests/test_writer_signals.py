@@ -1,0 +1,111 @@
+"""cutmix-writer write under SIGTERM and SIGKILL: one line, no orphan workers, no temp copies left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from test_writer_cli import ok
+
+from writer.scratch import Scratch, sweep_stale
+
+
+def _start(cifar_root: Path, out: Path, tmpdir: Path) -> subprocess.Popen:
+    # Many epochs of a tiny source: the write runs far longer than the test waits.
+    args = ["--source", f"cifar10:{cifar_root}", "--batch-size", "16", "--epochs", "5000",
+            "--size-limit", "300000", "--workers", "2", "--no-progress"]
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    return subprocess.Popen([sys.executable, "-m", "writer.cli", "write", "--out", str(out), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+
+
+def _wait_for_workers(proc: subprocess.Popen, out: Path) -> list[psutil.Process]:
+    """Wait until the pool runs and a shard is published; return the writer's descendants."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        children = psutil.Process(proc.pid).children(recursive=True)
+        if len(children) >= 3 and list(out.glob("shard.*.mds")):  # server, tracker, workers
+            return children
+        time.sleep(0.05)
+    pytest.fail("the writer never started its workers")
+
+
+def _gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    return [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _ours(tmpdir: Path) -> list[str]:
+    return sorted(p.name for p in tmpdir.iterdir() if p.name.startswith("cutmix-"))
+
+
+def test_sigterm_stops_cleanly_like_ctrl_c(cifar_root: Path, tmp_path: Path) -> None:
+    tmpdir, out = tmp_path / "tmp", tmp_path / "out"
+    tmpdir.mkdir()
+    proc = _start(cifar_root, out, tmpdir)
+    try:
+        children = _wait_for_workers(proc, out)
+        assert _ours(tmpdir), "the workers' source copy should exist while they run"
+        proc.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert time.monotonic() - began < 60
+    assert proc.returncode == 128 + signal.SIGTERM
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "SIGTERM" in lines[0] and "Traceback" not in stderr, stderr
+    assert _gone(children, timeout=20) == []
+    assert _ours(tmpdir) == []
+    assert not out.exists(), "the write created OUT, so an interrupted write removes it"
+
+
+def test_sigkill_leaves_no_workers_and_the_next_run_sweeps_the_copy(cifar_root: Path,
+                                                                   tmp_path: Path) -> None:
+    tmpdir, out = tmp_path / "tmp", tmp_path / "out"
+    tmpdir.mkdir()
+    proc = _start(cifar_root, out, tmpdir)
+    try:
+        children = _wait_for_workers(proc, out)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert _gone(children, timeout=20) == [], "workers must die with the writer"
+        proc.communicate(timeout=20)  # EOF: no orphan holds the writer's stdout or stderr
+    finally:
+        proc.kill()
+    assert [n for n in _ours(tmpdir) if n.startswith("cutmix-writer-src-")], "nothing to sweep?"
+    assert sweep_stale(str(tmpdir))
+    assert _ours(tmpdir) == []
+
+
+def test_sweep_keeps_a_live_scratch_and_removes_a_dead_one(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    live = Scratch("cutmix-writer-src-")
+    code = ("from writer.scratch import Scratch; import os; "
+            "s = Scratch('cutmix-writer-stage-'); print(s.path); os._exit(0)")
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TMPDIR": str(tmp_path)}, check=True).stdout.strip()
+    assert Path(dead).is_dir()
+    assert sweep_stale(str(tmp_path)) == [dead]
+    assert Path(live.path).is_dir() and not Path(dead).exists()
+    live.close()
+    assert not Path(live.path).exists()
+
+
+def test_a_write_sweeps_stale_copies_first(cifar_root: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    code = ("from writer.scratch import Scratch; import os; "
+            "s = Scratch('cutmix-writer-src-'); print(s.path); os._exit(0)")
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TMPDIR": str(tmp_path)}, check=True).stdout.strip()
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    ok("write", "--source", f"cifar10:{cifar_root}", "--out", tmp_path / "out")
+    assert not Path(dead).exists()
