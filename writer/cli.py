@@ -11,6 +11,9 @@ transformers, which would make ``--help`` and flag errors take seconds.
 
 from __future__ import annotations
 
+import signal
+from typing import Any
+
 import click
 
 from cutmix_algo.sampling import check_alpha
@@ -18,14 +21,16 @@ from writer.merge import MergeError, group_name, merge_groups
 from writer.premix import (
     DEFAULT_SIZE_LIMIT,
     ENCODINGS,
+    INDEX_NAME,
     PremixConfig,
     Schedule,
     build_manifest,
     default_workers,
 )
 from writer.preview import render_preview
-from writer.sources import SPLITS, ImageSet, SourceError, open_source
-from writer.store import Destination, DestinationError
+from writer.scratch import sweep_stale
+from writer.sources import SPLITS, ImageSet, SourceError, open_source, source_locations
+from writer.store import DEFAULT_TIMEOUT, Destination, DestinationError, check_out
 from writer.uri import join_uri
 from writer.verify import VerifyError, recorded_args, source_hint, trusted_recorded_source, verify_dataset
 from writer.write import write_premixed
@@ -52,11 +57,39 @@ def _compression(ctx: click.Context, param: click.Parameter, value: str | None) 
     return value
 
 
-def _load(source: str, split: str, image_size: int | None) -> ImageSet:
+def _load(source: str, split: str, image_size: int | None, **mds_options: Any) -> ImageSet:
     try:
-        return open_source(source, split, image_size)
+        return open_source(source, split, image_size, **mds_options)
     except SourceError as e:
         raise click.BadParameter(str(e), param_hint="'--source'") from None
+
+
+class _Interrupted(click.ClickException):
+    """Ctrl-C or SIGTERM during a write: one line, exit 128 + the signal's number."""
+
+    def __init__(self, signum: int, target: str) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name}: stopped the workers and removed this write's "
+                         f"files; nothing was published to {target}")
+        self.exit_code = 128 + signum
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, to unwind exactly like Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+    raise _Terminated()
+
+
+def _invalidate_merged_root(out: str, retry: int, timeout: float) -> bool:
+    """Remove OUT's merged index and manifest before a group of it changes; True if removed."""
+    root = Destination(out, retry=retry, timeout=timeout)
+    try:
+        return root.remove_merged()
+    finally:
+        root.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,8 +106,10 @@ def main() -> None:
               help="Beta(alpha, alpha) parameter for λ.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
               help="Images sharing one λ and one box.")
-@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1, max=2**31 - 1), default=1, show_default=True,
+              help="Passes over the source (the epoch column is int32).")
+@click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=0, show_default=True,
+              help="The root of every generator key, in [0, 2**64).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes that mix and encode [default: all CPUs].")
 @click.option("--encoding", type=click.Choice(ENCODINGS), default="raw", show_default=True)
@@ -85,32 +120,68 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty OUT.")
 @click.option("--image-size", type=click.IntRange(min=1), default=None,
               help="imagefolder: resize the short side and center-crop to N x N.")
+@click.option("--image-column", default="image", show_default=True,
+              help="mds: the source column holding images.")
+@click.option("--label-column", default="label", show_default=True,
+              help="mds: the source column holding int labels.")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None,
+              help="mds: the number of classes K [default: the largest label + 1, every class "
+              "used].")
 @click.option("--num-groups", type=click.IntRange(min=1), default=None,
               help="Split the batches into G contiguous groups (with --group).")
 @click.option("--group", type=click.IntRange(min=0), default=None,
               help="Which group to write, into OUT/group-I.")
 @click.option("--retry", type=click.IntRange(min=1, max=10), default=2, show_default=True,
-              help="Attempts per upload.")
+              help="Attempts per upload; each retry is reported.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT,
+              show_default=True, help="s3://: seconds to wait to connect and for each read.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def write(source: str, split: str, out: str, alpha: float, batch_size: int, epochs: int,
           seed: int, workers: int | None, encoding: str, compression: str | None,
-          size_limit: int, overwrite: bool, image_size: int | None, num_groups: int | None,
-          group: int | None, retry: int, progress: bool) -> None:
-    """Write OUT: the CutMix of SOURCE, epoch by epoch, batch by batch, as one MDS dataset."""
+          size_limit: int, overwrite: bool, image_size: int | None, image_column: str,
+          label_column: str, num_classes: int | None, num_groups: int | None,
+          group: int | None, retry: int, timeout: float, progress: bool) -> None:
+    """Write OUT: the CutMix of SOURCE, epoch by epoch, batch by batch, as one MDS dataset.
+
+    OUT must be empty, or hold a dataset (or a killed write's leftovers) of cutmix-writer and
+    --overwrite; one write at a time claims it. SIGTERM stops a write like Ctrl-C.
+    """
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        _write(source, split, out, alpha, batch_size, epochs, seed, workers, encoding,
+               compression, size_limit, overwrite, image_size,
+               {"image_column": image_column, "label_column": label_column,
+                "num_classes": num_classes},
+               num_groups, group, retry, timeout, progress)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epochs: int,
+           seed: int, workers: int | None, encoding: str, compression: str | None,
+           size_limit: int, overwrite: bool, image_size: int | None, mds_options: dict,
+           num_groups: int | None, group: int | None, retry: int, timeout: float,
+           progress: bool) -> None:
     if (num_groups is None) != (group is None):
         raise click.UsageError("--num-groups and --group go together")
     if num_groups is not None and group >= num_groups:  # type: ignore[operator]
         raise click.BadParameter(f"{group} is not in [0, {num_groups})", param_hint="'--group'")
-    target = out if group is None else join_uri(out, group_name(group))
     try:
-        destination = Destination(target, retry=retry)
-        existing = destination.existing()
+        check_out(out, source_locations(source, split))
     except DestinationError as e:
-        raise click.ClickException(str(e)) from None
+        raise click.BadParameter(str(e), param_hint="'--out'") from None
+    target = out if group is None else join_uri(out, group_name(group))
+    sweep_stale()  # scratch copies a killed write could not remove
+    destination = None
     try:
+        destination = Destination(target, retry=retry, timeout=timeout)
+        destination.check_free()
+        existing = destination.existing()
         if existing and not overwrite:
             raise click.UsageError(f"{target} is not empty; pass --overwrite to replace it")
-        images = _load(source, split, image_size)
+        if existing:
+            destination.check_replaceable()  # before loading, so a refusal comes at once
+        images = _load(source, split, image_size, **mds_options)
         config = PremixConfig(alpha, batch_size, epochs, seed, encoding, compression, size_limit)
         schedule = Schedule(len(images), batch_size, epochs)
         start, stop, group_info = 0, schedule.total_batches, None
@@ -125,16 +196,30 @@ def write(source: str, split: str, out: str, alpha: float, batch_size: int, epoc
                 "num_samples": schedule.first_sample(stop) - schedule.first_sample(start),
             }
         manifest = build_manifest(images, config, source_spec=source, split=split,
-                                  image_size=image_size, group=group_info)
+                                  image_size=image_size, group=group_info,
+                                  mds_options=mds_options)
+        destination.claim()
+        existing = destination.existing()  # again: what was there may have changed meanwhile
+        if existing and not overwrite:
+            raise click.UsageError(f"{target} is not empty; pass --overwrite to replace it")
+        if existing:
+            destination.check_replaceable()
+        if group is not None and _invalidate_merged_root(out, retry, timeout):
+            click.echo(f"removed the merged {INDEX_NAME} at {out}, which group {group} "
+                       f"invalidates; run `cutmix-writer merge {out}` again", err=True)
         if existing:
             destination.clear()
         summary = write_premixed(images, destination, config, manifest, start=start, stop=stop,
                                  workers=workers or default_workers(), progress=progress)
+    except KeyboardInterrupt as e:
+        signum = signal.SIGTERM if isinstance(e, _Terminated) else signal.SIGINT
+        raise _Interrupted(signum, target) from None
     except (DestinationError, OSError) as e:  # OSError: a local OUT that cannot be written
         raise click.ClickException(f"cannot write {target}: {e}") from None
     finally:
-        if destination.remote:  # its staging is a temp folder; a local one lives in OUT
+        if destination is not None:
             destination.close()
+            destination.release()
     rate = summary.samples / summary.seconds if summary.seconds else float("inf")
     click.echo(f"wrote {summary.samples} samples in {summary.shards} shards, "
                f"{summary.bytes:,} bytes, {summary.seconds:.2f} s ({rate:,.0f} img/s) to {target}")
@@ -195,7 +280,10 @@ def preview(out: str, png: str, n: int) -> None:
 @click.argument("out")
 @click.option("--retry", type=click.IntRange(min=1, max=10), default=2, show_default=True)
 def merge(out: str, retry: int) -> None:
-    """Join OUT/group-0 … group-{G-1} into one dataset at OUT."""
+    """Join OUT/group-0 … group-{G-1} into one dataset at OUT.
+
+    Rewriting a group later removes OUT's merged index and manifest: merge again then.
+    """
     try:
         count = merge_groups(out, retry)
     except (MergeError, DestinationError) as e:
