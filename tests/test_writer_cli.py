@@ -173,6 +173,12 @@ def test_clear_removes_the_index_before_anything_else(tmp_path: Path,
         (("--num-groups", "99", "--group", "0"), "--num-groups"),
         (("--compression", "lzma9"), "--compression"),
         (("--encoding", "webp"), "--encoding"),
+        (("--seed", str(2**64)), "--seed"),  # derive_generator takes keys in [0, 2**64)
+        (("--seed", "-1"), "--seed"),
+        (("--epochs", str(2**31)), "--epochs"),  # the epoch column is int32
+        (("--epochs", str(2**31), "--num-groups", "1000", "--group", "999"), "--epochs"),
+        (("--num-classes", "10"), "--source"),  # mds: only
+        (("--timeout", "0"), "--timeout"),
     ],
 )
 def test_bad_write_flags_are_click_errors(cifar_root: Path, tmp_path: Path, args: tuple,
@@ -274,3 +280,73 @@ def test_sigkill_mid_write_leaves_no_index_and_overwrite_recovers(cifar_root: Pa
     ok("write", "--out", out, *args, "--overwrite")
     ok("write", "--out", tmp_path / "clean", *args)
     assert files(out) == files(tmp_path / "clean")
+
+
+def test_the_largest_seed_and_epoch_write(cifar_root: Path, tmp_path: Path) -> None:
+    # One batch at the very end of 2**31 - 1 epochs, seeded with 2**64 - 1.
+    out = tmp_path / "out"
+    epochs, batches = 2**31 - 1, 7  # 100 images in batches of 16
+    total = epochs * batches
+    write(cifar_root, out, "--epochs", epochs, "--seed", 2**64 - 1, "--num-groups", total,
+          "--group", total - 1)
+    [sample] = read_samples(out / f"group-{total - 1}")[:1]
+    assert int(sample["epoch"]) == epochs - 1
+
+
+def test_mds_source_with_soft_labels_is_refused_and_nothing_written(tmp_path: Path) -> None:
+    from streaming import MDSWriter
+
+    src = tmp_path / "soft"
+    with MDSWriter(out=str(src), columns={"image": "ndarray:uint8", "label": "ndarray:float32:10"}) as w:
+        for i in range(4):
+            w.write({"image": np.zeros((8, 8, 3), np.uint8), "label": np.eye(10, dtype=np.float32)[i]})
+    out = tmp_path / "out"
+    result = run("write", "--source", f"mds:{src}", "--out", out)
+    failed(result, "--source")
+    assert "'ndarray:float32:10'" in result.output and "label" in result.output
+    assert not out.exists()
+
+
+def test_mds_source_columns_from_flags(tmp_path: Path) -> None:
+    from streaming import MDSWriter
+
+    src = tmp_path / "renamed"
+    with MDSWriter(out=str(src), columns={"img": "png", "y": "int"}) as w:
+        for i in range(6):
+            w.write({"img": Image.fromarray(np.full((8, 8, 3), i, np.uint8)), "y": i % 3})
+    failed(run("write", "--source", f"mds:{src}", "--out", tmp_path / "a"), "--image-column")
+    ok("write", "--source", f"mds:{src}", "--out", tmp_path / "b", "--image-column", "img",
+       "--label-column", "y", "--num-classes", 4, "--batch-size", 2)
+    manifest = json.loads((tmp_path / "b" / "cutmix_manifest.json").read_text())
+    assert manifest["num_classes"] == 4
+    assert manifest["args"]["mds"] == {"image_column": "img", "label_column": "y", "num_classes": 4}
+
+
+def test_empty_cifar_source_is_a_one_line_error(cifar_root: Path, tmp_path: Path) -> None:
+    path = cifar_root / "cifar-10-batches-py" / "test_batch"
+    batch = pickle.loads(path.read_bytes())
+    batch.update({b"labels": [], b"data": np.zeros((0, 3072), np.uint8)})
+    path.write_bytes(pickle.dumps(batch))
+    result = run("write", "--source", f"cifar10:{cifar_root}", "--split", "test", "--out",
+                 tmp_path / "out")
+    failed(result, "holds no images")
+    assert [line for line in result.output.splitlines() if line.startswith("Error")] == [
+        result.output.strip().splitlines()[-1]]  # one error line, after click's usage lines
+
+
+def test_image_over_pils_limit_is_a_click_error(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "imgs" / "a" / "0.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    failed(run("write", "--source", f"imagefolder:{tmp_path / 'imgs'}", "--out", tmp_path / "o"),
+           "size limit")
+
+
+def test_imagefolder_test_split_without_a_test_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "imgs" / "a" / "0.png")
+    result = run("write", "--source", f"imagefolder:{tmp_path / 'imgs'}", "--split", "test",
+                 "--out", tmp_path / "o")
+    failed(result, "without train/ and test/")
+    assert not (tmp_path / "o").exists()
