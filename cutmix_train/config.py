@@ -328,6 +328,8 @@ def validate(recipe: Recipe) -> None:
 
     data = recipe.data
     _check_seed("data.shuffle_seed", data.shuffle_seed)
+    if data.subset_seed is not None:
+        _check_seed("data.subset_seed", data.subset_seed)
     _check_choice("data.dataset", data.dataset, DATASETS)
     if data.eval_dataset is not None:
         _check_choice("data.eval_dataset", data.eval_dataset, EVAL_DATASETS)

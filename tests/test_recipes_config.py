@@ -153,6 +153,7 @@ def test_dry_run_builds_the_trainer_and_stops() -> None:
         ("seed=-1", "seed"),
         (f"seed={2**32}", "seed"),
         ("data.shuffle_seed=-1", "data.shuffle_seed"),
+        ("data.subset_seed=-1", "data.subset_seed"),
     ],
 )
 def test_values_that_cannot_train_are_one_line_errors_at_load_time(tmp_path: Path, override: str, key: str) -> None:
