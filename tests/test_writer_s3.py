@@ -96,3 +96,102 @@ def test_unreachable_endpoint_is_a_quick_click_error(cifar_root: Path,
     result = run("write", "--source", f"cifar10:{cifar_root}", "--out", "s3://nobucket/x")
     failed(result, "s3://nobucket/x")
     assert time.monotonic() - began < 60
+
+
+def _bucket_keys(bucket: str) -> list[str]:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"])
+    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def test_upload_failing_mid_write_is_one_line_and_leaves_nothing(
+        cifar_root: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    real_upload = S3Uploader.upload_file
+
+    def flaky(self: S3Uploader, filename: str) -> None:
+        if filename == "shard.00003.mds":
+            raise ConnectionError("connection reset by peer")
+        time.sleep(0.02)
+        real_upload(self, filename)
+
+    monkeypatch.setattr(S3Uploader, "upload_file", flaky)
+    result = run("write", "--source", f"cifar10:{cifar_root}", "--out", f"s3://{s3_bucket}/f",
+                 "--batch-size", 16, "--epochs", 3, "--size-limit", 20_000, "--retry", 1)
+    failed(result, "cannot upload shard.00003.mds")
+    assert "CancelledError" not in result.output + caplog.text
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
+    assert _bucket_keys(s3_bucket) == []  # its shards removed, its claim dropped
+
+
+def test_cancelled_shard_jobs_log_no_traceback(tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    from concurrent.futures import Future
+
+    from writer.write import _row_writer
+
+    # MDSWriter hands each staged shard to a thread pool; after a failure its queued jobs are
+    # cancelled, and streaming's done-callback calls future.exception() on each, which raises
+    # CancelledError: concurrent.futures logs that with a traceback above our one-line error.
+    writer = _row_writer(lambda name: None, out=str(tmp_path / "staging"), columns={"x": "int"})
+    future: Future = Future()
+    future.add_done_callback(writer.exception_callback)
+    future.cancel()
+    assert not caplog.records, caplog.text
+    assert not writer.event.is_set()  # a cancelled job is no failure of its own
+    writer.cancel_future_jobs()
+
+
+def test_failed_uploads_are_retried_and_said_so(cifar_root: Path, tmp_path: Path, s3_bucket: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    real_upload = S3Uploader.upload_file
+    failures: set[str] = set()
+
+    def once(self: S3Uploader, filename: str) -> None:
+        if filename not in failures:
+            failures.add(filename)
+            raise ConnectionError("read timeout")
+        real_upload(self, filename)
+
+    monkeypatch.setattr(S3Uploader, "upload_file", once)
+    monkeypatch.setattr(time, "sleep", lambda s: None)  # the backoff between attempts
+    result = ok("write", "--source", f"cifar10:{cifar_root}", "--out", f"s3://{s3_bucket}/r",
+                "--batch-size", 16, "--retry", 2)
+    assert "upload shard.00000.mds to s3://" in result.output
+    assert "retrying, attempt 2 of 2" in result.output
+    write(cifar_root, tmp_path / "local")
+    assert _bucket_files(s3_bucket, "r") == files(tmp_path / "local")
+
+
+def test_frozen_endpoint_times_out_quickly(cifar_root: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held: list[socket.socket] = []
+
+    def accept_and_say_nothing() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+    monkeypatch.setenv("S3_ENDPOINT_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    began = time.monotonic()
+    try:
+        result = run("write", "--source", f"cifar10:{cifar_root}", "--out", "s3://frozen/x",
+                     "--timeout", 1, "--retry", 1)
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+    failed(result, "s3://frozen/x")
+    assert "timeout" in result.output.lower()
+    assert time.monotonic() - began < 30
