@@ -235,22 +235,27 @@ def _execute(recipe: Path, runs: list[Run], out: Path, jobs: int, resolved: dict
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_setup, initargs=(threads,))
     pending: dict[Future, Run] = {pool.submit(train_run, str(recipe), run.overrides): run for run in todo}
     finished = 0
+    failure: str | None = None
     try:
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 run = pending.pop(future)
+                if future.cancelled():
+                    continue
                 try:
                     result = future.result()
                 except BrokenProcessPool:
                     result = {"error": "its worker process died (killed, or out of memory)", "traceback": ""}
                 if "error" in result:
-                    error_path = runs_dir / f"{run.key}.error.txt"
-                    error_path.write_text(result.get("traceback") or result["error"])
-                    raise click.ClickException(
-                        f"run {run.key} failed: {result['error']} (traceback: {error_path}); "
-                        f"{len(results)} finished runs are kept in {runs_dir}"
-                    )
+                    if failure is None:
+                        error_path = runs_dir / f"{run.key}.error.txt"
+                        error_path.write_text(result.get("traceback") or result["error"])
+                        failure = f"run {run.key} failed: {result['error']} (traceback: {error_path})"
+                        # Runs not started yet are dropped; those in flight finish and are kept.
+                        for other in pending:
+                            other.cancel()
+                    continue
                 results[run.key] = result
                 _write_json(runs_dir / f"{run.key}.json", result)
                 finished += 1
@@ -262,6 +267,8 @@ def _execute(recipe: Path, runs: list[Run], out: Path, jobs: int, resolved: dict
                 )
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    if failure is not None:
+        raise click.ClickException(f"{failure}; {len(results)} finished runs are kept in {runs_dir}")
     return results
 
 

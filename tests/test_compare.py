@@ -201,6 +201,9 @@ def test_a_failing_run_fails_the_comparison_by_name(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
     assert not (tmp_path / "cmp" / "compare.json").exists()
     assert list((tmp_path / "cmp" / "runs").glob("broken-seed*.error.txt"))
+    # The baseline runs (started first) finished, in flight or not, and are kept for a rerun.
+    assert "2 finished runs are kept" in result.output
+    assert {p.name for p in (tmp_path / "cmp" / "runs").glob("*.json")} == {"base-seed0.json", "base-seed1.json"}
 
 
 @pytest.mark.parametrize(
