@@ -3,7 +3,8 @@
 Every variant is the recipe plus its overrides; every variant runs with ``seed=0 .. N-1``, so
 run ``(variant, s)`` and ``(first variant, s)`` share what the seed decides (the data subset,
 initial weights, data order) and their difference is *paired*. Runs go to a pool of ``--jobs``
-processes, each training in-process exactly what ``cutmix-train RECIPE overrides seed=s`` would.
+processes, each training in-process what ``cutmix-train RECIPE overrides seed=s`` would, with
+``run_name=<variant>-seed<s>`` and (unless an override says otherwise) no progress bar.
 
 OUT holds one JSON file per finished run (``runs/<variant>-seed<s>.json``: the summary, the
 resolved recipe and the eval history), written atomically, so a rerun with the same arguments
