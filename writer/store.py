@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from writer.premix import INDEX_NAME, MANIFEST_NAME
@@ -243,26 +243,39 @@ class Destination:
         Raises:
             DestinationError: if a local OUT is a file, or a remote one cannot be listed.
         """
+        return sorted(self._iter_entries())
+
+    def _iter_entries(self) -> Iterator[str]:
         if not self.remote:
             if os.path.lexists(self.uri) and not os.path.isdir(self.uri):
                 raise DestinationError(f"{self.uri} exists and is not a directory")
-            found = []
             for folder, dirs, names in os.walk(self.uri):
                 relative = os.path.relpath(folder, self.uri)
                 prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
-                found += [prefix + n for n in names]
-                found += [prefix + d for d in dirs if os.path.islink(os.path.join(folder, d))]
+                yield from (prefix + n for n in names)
+                yield from (prefix + d for d in dirs if os.path.islink(os.path.join(folder, d)))
                 if not dirs and not names and prefix:
-                    found.append(prefix.rstrip("/"))
-            return sorted(found)
+                    yield prefix.rstrip("/")
+            return
         try:
-            return sorted(self._listing())
+            listing = self._listing()
         except Exception as e:
             raise DestinationError(f"cannot list {self.uri}: {e}") from None
+        yield from listing
 
     def existing(self) -> list[str]:
-        """What a write would replace: :meth:`entries` less a dead writer's claim and staging."""
-        return [e for e in self.entries() if e != CLAIM_NAME and e.split("/")[0] != _STAGING_NAME]
+        """What a write would replace, less a dead writer's claim and staging.
+
+        Locally the names directly under OUT (enough to tell empty from not, without walking a
+        big folder someone named by mistake); remotely every object, as :meth:`entries`.
+        """
+        if self.remote:
+            names = self.entries()
+        elif os.path.isdir(self.uri):
+            names = sorted(os.listdir(self.uri))
+        else:
+            names = self.entries()  # raises for a file; [] for nothing
+        return [e for e in names if e != CLAIM_NAME and e.split("/")[0] != _STAGING_NAME]
 
     def _read(self, name: str) -> bytes | None:
         if not self.remote:
@@ -296,12 +309,18 @@ class Destination:
             DestinationError: naming the entries cutmix-writer did not write, or saying that no
                 cutmix manifest or claim was found.
         """
-        entries = self.entries()
+        entries, foreign = [], []
+        for entry in self._iter_entries():
+            entries.append(entry)
+            if not is_writer_path(entry):
+                foreign.append(entry)
+                if len(foreign) > 5:
+                    break  # enough to name; a big folder named by mistake is not walked whole
         if not entries:
             return
-        foreign = [e for e in entries if not is_writer_path(e)]
+        foreign.sort()
         if foreign:
-            shown = ", ".join(foreign[:5]) + (f", … ({len(foreign)} in all)" if len(foreign) > 5 else "")
+            shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
             raise DestinationError(
                 f"--overwrite refused: {self.uri} holds {shown}, which cutmix-writer did not "
                 "write; --overwrite replaces only a dataset cutmix-writer wrote. Pick another "
@@ -321,9 +340,11 @@ class Destination:
         return self._run_id is not None
 
     def _busy(self, info: dict | None, detail: str = "") -> DestinationError:
+        dies = (f"a killed writer's claim expires {STALE_S:.0f} s after its last refresh"
+                if self.remote else "its claim dies with it")
         return DestinationError(
             f"{self.uri} is being written by {_describe(info)}{detail}; wait for it to finish or "
-            "stop it (its claim dies with it), then rerun")
+            f"stop it ({dies}), then rerun")
 
     def _remote_claim(self) -> tuple[dict | None, float]:
         """The bucket claim's content and its age in seconds by the server's clock."""
