@@ -25,7 +25,7 @@ How each contender is fed (none is patched; each is called as published):
 Three more rows time the paste alone (the box region only, no targets): ours
 (``cutmix_algo.paste.permute_batch_``, ``auto``: the cycle walk or ``index_select`` by region
 size), the paste before this change (``region.copy_(region.index_select(0, perm))``), and the
-in-place floor, two plain copies of the box region (out to a temporary and back).
+in-place floor, two plain copies of the box region (out to a temporary allocated once, and back).
 
 ``--load`` repeats chosen cases under a deliberate competing CPU load: one busy-loop process per
 core, started by this script after the quiet cases and stopped by it (each also exits by itself
@@ -123,10 +123,16 @@ def make_contenders(box, perm, lam, n) -> tuple[list[Contender], list[str]]:
         region.copy_(region.index_select(0, perm))
         return x
 
+    # The floor's temporary is allocated once, in the untimed check call: a fresh one per call would
+    # add the page faults of a new allocation (tens of ms at 224² here) to a bound meant to be tight.
+    floor_tmp: list[torch.Tensor] = []
+
     def floor(x, y):
         region = x[..., top:bottom, left:right]
-        tmp = region.clone(memory_format=torch.contiguous_format)
-        region.copy_(tmp)
+        if not floor_tmp:
+            floor_tmp.append(torch.empty(region.shape, dtype=region.dtype, device=region.device))
+        floor_tmp[0].copy_(region)
+        region.copy_(floor_tmp[0])
         return x
 
     contenders += [
