@@ -117,7 +117,8 @@ def main() -> None:
               help="Shard compression, e.g. zstd [default: none].")
 @click.option("--size-limit", type=click.IntRange(min=1 << 10, max=(1 << 32) - 1),
               default=DEFAULT_SIZE_LIMIT, show_default=True, help="Shard size limit in bytes.")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty OUT.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace OUT if it holds only a dataset cutmix-writer wrote (nothing else).")
 @click.option("--image-size", type=click.IntRange(min=1), default=None,
               help="imagefolder: resize the short side and center-crop to N x N.")
 @click.option("--image-column", default="image", show_default=True,
@@ -143,8 +144,9 @@ def write(source: str, split: str, out: str, alpha: float, batch_size: int, epoc
           group: int | None, retry: int, timeout: float, progress: bool) -> None:
     """Write OUT: the CutMix of SOURCE, epoch by epoch, batch by batch, as one MDS dataset.
 
-    OUT must be empty, or hold a dataset (or a killed write's leftovers) of cutmix-writer and
-    --overwrite; one write at a time claims it. SIGTERM stops a write like Ctrl-C.
+    OUT must be empty, or hold only a dataset cutmix-writer wrote (or a killed write's
+    leftovers) with --overwrite given. One write at a time holds OUT (a claim). SIGTERM stops a
+    write like Ctrl-C.
     """
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
