@@ -126,6 +126,12 @@ def build_algorithms(recipe: Recipe, data: DataBundle) -> list[Algorithm]:
                 num_classes=data.num_classes,
                 uniform_sampling=cutmix.uniform_sampling,
                 stop_at=cutmix.stop_at,
+                mode=cutmix.mode,
+                interpolate_loss=cutmix.interpolate_loss,
+                mixup_alpha=cutmix.mixup_alpha,
+                switch_prob=cutmix.switch_prob,
+                minmax=None if cutmix.minmax is None else tuple(cutmix.minmax),
+                log_images_every=cutmix.log_images_every,
                 # ImageBatchDataset.__getitems__ index_selects a fresh batch and DeviceAugment
                 # writes a new one: the batch is never the dataset's memory.
                 inplace=True,

@@ -15,7 +15,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cutmix_algo.sampling import check_alpha
+from cutmix_algo.functional import check_mode
+from cutmix_algo.sampling import check_alpha, check_minmax
 
 __all__ = [
     "DATASETS",
@@ -151,6 +152,17 @@ class CutMixConfig:
     p: float = 1.0
     uniform_sampling: bool = False
     stop_at: str | None = None
+    # batch: one λ and box per batch (the paper's); sample: a λ and box per image
+    mode: str = "batch"
+    # int labels and loss = λ·L(y) + (1-λ)·L(y[perm]) instead of mixed label rows (batch mode)
+    interpolate_loss: bool = False
+    # > 0: a mixed batch uses MixUp (Beta(mixup_alpha, mixup_alpha)) with probability switch_prob
+    mixup_alpha: float = 0.0
+    switch_prob: float = 0.5
+    # [low, high]: box side fractions drawn uniformly from this range instead of from λ
+    minmax: list[float] | None = None
+    # a batch interval such as 500ba: log mixed images with their boxes to the trackers
+    log_images_every: str | None = None
 
 
 @dataclass
@@ -399,6 +411,26 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError(f"algorithms.cutmix.p: must be in [0, 1], got {cutmix.p}")
     if cutmix.stop_at is not None:
         _check_time("algorithms.cutmix.stop_at", cutmix.stop_at, ("ep", "ba", "dur"))
+    try:
+        check_mode(cutmix.mode)
+    except ValueError as e:
+        raise RecipeError(f"algorithms.cutmix.mode: {e}") from None
+    if cutmix.interpolate_loss and cutmix.mode == "sample":
+        raise RecipeError(
+            "algorithms.cutmix.interpolate_loss: needs mode=batch (one λ per batch weights the loss)"
+        )
+    try:
+        check_alpha(cutmix.mixup_alpha)
+    except ValueError as e:
+        raise RecipeError(f"algorithms.cutmix.mixup_alpha: {e}") from None
+    if not 0 <= cutmix.switch_prob <= 1:
+        raise RecipeError(f"algorithms.cutmix.switch_prob: must be in [0, 1], got {cutmix.switch_prob}")
+    try:
+        check_minmax(cutmix.minmax)
+    except ValueError as e:
+        raise RecipeError(f"algorithms.cutmix.minmax: {e}") from None
+    if cutmix.log_images_every is not None:
+        _check_time("algorithms.cutmix.log_images_every", cutmix.log_images_every, ("ba",), positive=True)
 
     ckpt = recipe.checkpoint
     _check_time("checkpoint.save_interval", ckpt.save_interval, ("ep", "ba", "dur"), positive=True)
