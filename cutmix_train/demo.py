@@ -33,7 +33,7 @@ import click
 __all__ = ["main", "write_subset_source"]
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "digits_lowdata.yaml"
-SEEDS = 6
+SEEDS = 5
 
 
 def write_subset_source(out: Path, per_class: int, seed: int) -> int:
