@@ -37,8 +37,11 @@ __all__ = [
     "mix_targets",
     "mixup_",
     "one_hot",
+    "LAYOUTS",
     "paste_box_",
+    "paste_box_hwc_",
     "paste_boxes_",
+    "paste_boxes_hwc_",
 ]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -103,6 +106,38 @@ def paste_boxes_(x: torch.Tensor, boxes: torch.Tensor, perm: torch.Tensor) -> to
     mask = box_mask(boxes, height, width).view(n, *([1] * (x.ndim - 3)), height, width)
     source = x.index_select(0, perm.to(x.device, non_blocking=True))
     return torch.where(mask, source, x, out=x)
+
+
+#: The image layouts :func:`apply_params` takes: channels-first (the online path) or channels-last.
+LAYOUTS = ("NCHW", "NHWC")
+
+
+def _hwc_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    if x.ndim != 4 or not x.is_contiguous():
+        raise ValueError(f"expected contiguous (N, H, W, C) images, got shape {tuple(x.shape)}")
+    n, height, width, channels = x.shape
+    return x.view(n, 1, height, width * channels), channels
+
+
+def paste_box_hwc_(x: torch.Tensor, box: Box, perm: torch.Tensor) -> torch.Tensor:
+    """:func:`paste_box_` for contiguous channels-last ``(N, H, W, C)`` images, in place.
+
+    Channels are innermost, so pixel columns ``[left, right)`` of an ``(H, W, C)`` image are the
+    element columns ``[left * C, right * C)`` of its ``(H, W * C)`` view: the box is pasted into
+    contiguous rows, about five times faster than through a channel-first strided view.
+    """
+    rows, channels = _hwc_rows(x)
+    top, left, bottom, right = box
+    paste_box_(rows, Box(top, left * channels, bottom, right * channels), perm)
+    return x
+
+
+def paste_boxes_hwc_(x: torch.Tensor, boxes: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """:func:`paste_boxes_` (a box per row) for contiguous channels-last ``(N, H, W, C)`` images."""
+    rows, channels = _hwc_rows(x)
+    scale = torch.tensor([1, channels, 1, channels], dtype=boxes.dtype, device=boxes.device)
+    paste_boxes_(rows, boxes * scale, perm)
+    return x
 
 
 def mixup_(x: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
@@ -282,6 +317,7 @@ def apply_params(
     params: CutMixParams | RowParams,
     num_classes: int | None = None,
     exact_rows: int | None = None,
+    layout: str = "NCHW",
 ) -> CutMixOutput:
     """Apply already-drawn CutMix parameters to a checked batch, in place: the one applier.
 
@@ -290,19 +326,32 @@ def apply_params(
     :class:`~cutmix_algo.sampling.CutMixParams` (one box) or a sample-mode
     :class:`~cutmix_algo.sampling.RowParams` (a box per row). ``exact_rows`` is the number of
     label rows whose sum must stay exact (default: this batch's N; see :func:`mix_targets`).
+
+    ``layout="NHWC"`` takes channels-last ``(N, H, W, C)`` images (the writer's numpy batches) and
+    pastes through :func:`paste_box_hwc_` / :func:`paste_boxes_hwc_`; its target must be class
+    labels or dense ``(N, K)`` rows, not a map.
     """
-    n, height, width = input.shape[0], input.shape[-2], input.shape[-1]
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    hwc = layout == "NHWC"
+    if hwc and (input.ndim != 4 or (target is not None and target.ndim > 2)):
+        raise ValueError(
+            "layout='NHWC' takes (N, H, W, C) images and (N,) or (N, K) targets, got input "
+            f"{tuple(input.shape)}" + ("" if target is None else f" and target {tuple(target.shape)}")
+        )
+    n = input.shape[0]
+    height, width = (input.shape[1], input.shape[2]) if hwc else (input.shape[-2], input.shape[-1])
     rows = exact_rows or max(n, 1)
     perm = params.perm.to(input.device, non_blocking=True)
     if isinstance(params, RowParams):
         lam: float | torch.Tensor = label_lam(params.lam, rows)
         box: Box | torch.Tensor = params.boxes
-        paste_boxes_(input, params.boxes, perm)
+        (paste_boxes_hwc_ if hwc else paste_boxes_)(input, params.boxes, perm)
     else:
         box = params.box
         # A batch of one receives its own pixels: nothing is mixed, and λ says so.
         lam = 1.0 if n == 1 else label_lam(kept_fraction(box, height, width), rows)
-        paste_box_(input, box, perm)
+        (paste_box_hwc_ if hwc else paste_box_)(input, box, perm)
     mixed = None
     if target is not None:
         mixed = mix_targets(target, lam, perm.to(target.device), num_classes, box, exact_rows=rows)

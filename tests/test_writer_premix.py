@@ -117,3 +117,23 @@ def test_pool_workers_yield_the_same_rows_in_the_same_order(source: ImageSet) ->
     two = [r for chunk in iter_encoded(source, schedule, workers=2, **kwargs) for r in chunk]
     assert len(one) == schedule.first_sample(20) - schedule.first_sample(2)
     assert one == two
+
+
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+def test_the_writer_channels_last_applier_equals_the_online_one(mode: str) -> None:
+    from cutmix_algo.functional import apply_params
+    from cutmix_algo.sampling import sample_row_params
+
+    g = torch.Generator().manual_seed(0)
+    hwc = torch.randint(0, 256, (8, 12, 10, 3), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 5, (8,), generator=g)
+    draw = sample_params if mode == "batch" else sample_row_params
+    params = draw(8, 12, 10, 1.0, derive_generator(4))
+    nchw, before = hwc.permute(0, 3, 1, 2).contiguous(), hwc.clone()
+    online = apply_params(nchw, labels, params, 5, exact_rows=EXACT_SUM_ROWS)
+    offline = apply_params(hwc, labels, params, 5, exact_rows=EXACT_SUM_ROWS, layout="NHWC")
+    assert not torch.equal(offline.input, before)  # boxes were pasted
+    torch.testing.assert_close(offline.input.permute(0, 3, 1, 2), online.input, rtol=0, atol=0)
+    torch.testing.assert_close(offline.target, online.target, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="layout"):
+        apply_params(hwc, labels, params, 5, layout="HWC")

@@ -41,11 +41,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cutmix_algo.functional import mix_targets, paste_box_
+from cutmix_algo.functional import apply_params
 from cutmix_algo.sampling import (
     EXACT_SUM_ROWS,
     Box,
     CutMixParams,
+    RowParams,
     derive_generator,
     label_lam,
     sample_params,
@@ -183,26 +184,26 @@ class _LastEpochOrder:
         return self._last[1]
 
 
-def _mix(source: ImageSet, index: np.ndarray, lam: float, box: Box, perm: torch.Tensor,
+def _mix(source: ImageSet, index: np.ndarray, params: CutMixParams | RowParams,
          epoch: int) -> MixedBatch:
     images = source.images[index]  # fancy indexing copies: the source stays untouched
-    # Channels are innermost, so pixel columns [left, right) of an (H, W, C) image are the byte
-    # columns [left * C, right * C) of its (H, W * C) view: the applier pastes the box into
-    # contiguous rows, five times faster than through a channel-first strided view.
-    n, height, width, channels = images.shape
-    rows = torch.from_numpy(images).view(n, 1, height, width * channels)
-    top, left, bottom, right = box
-    paste_box_(rows, Box(top, left * channels, bottom, right * channels), perm)
     # The training batch size is unknown here: λ goes on the grid that keeps the label rows of
     # any training batch of up to EXACT_SUM_ROWS samples summing exactly (see label_lam).
-    lam = label_lam(lam, EXACT_SUM_ROWS)
-    labels = mix_targets(torch.from_numpy(source.labels[index]), lam, perm, source.num_classes,
-                         exact_rows=EXACT_SUM_ROWS)
+    out = apply_params(torch.from_numpy(images), torch.from_numpy(source.labels[index]), params,
+                       source.num_classes, exact_rows=EXACT_SUM_ROWS, layout="NHWC")
+    if isinstance(params, RowParams):
+        lam: float | np.ndarray = out.lam.numpy()
+        box: Box | np.ndarray = params.boxes.numpy()
+    else:
+        # The recorded λ is the box's kept fraction even for a one-row batch (where the applier
+        # reports 1.0, nothing being mixed): its label row is the same either way, and verify
+        # and the pinned bytes expect this value.
+        lam, box = label_lam(params.lam, EXACT_SUM_ROWS), params.box
     return MixedBatch(
         images=images,
-        labels=labels.numpy(),
+        labels=out.target.numpy(),
         index_a=index.astype(np.int64),
-        index_b=index[perm.numpy()].astype(np.int64),
+        index_b=index[params.perm.numpy()].astype(np.int64),
         lam=lam,
         box=box,
         epoch=epoch,
@@ -235,14 +236,14 @@ def mix_batch(
     index = order[batch * batch_size:(batch + 1) * batch_size]
     _, height, width, _ = source.images.shape
     params = sample_params(len(index), height, width, alpha, derive_generator(seed, epoch, batch))
-    return _mix(source, index, params.lam, params.box, params.perm, epoch)
+    return _mix(source, index, params, epoch)
 
 
 def mix_pair(source: ImageSet, index_a: int, index_b: int, lam: float, box: Box,
              epoch: int) -> MixedBatch:
     """A one-row batch: ``index_a`` with ``box`` pasted from ``index_b`` (``verify`` uses it)."""
     index = np.array([index_a, index_b], dtype=np.int64)
-    pair = _mix(source, index, lam, box, torch.tensor([1, 0]), epoch)
+    pair = _mix(source, index, CutMixParams(lam, box, torch.tensor([1, 0])), epoch)
     return MixedBatch(pair.images[:1], pair.labels[:1], pair.index_a[:1], pair.index_b[:1],
                       pair.lam, box, epoch)
 
