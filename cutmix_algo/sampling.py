@@ -5,6 +5,27 @@ online algorithm (on any device) and the offline writer draw the same numbers fr
 
 Coordinates: rows run along H (dim -2) and are named ``top``/``bottom``; columns run along W
 (dim -1) and are named ``left``/``right``. Boxes are half-open: ``x[..., top:bottom, left:right]``.
+
+Generator keys are the reproducibility contract: every random draw of the project comes from
+``derive_generator(*key)`` with one of these keys, defined here and nowhere else.
+
+=====================  ================================  ==========================================
+Draw                   Key                               Where
+=====================  ================================  ==========================================
+online CutMix batch    ``(seed, rank, batch)``           :func:`online_generator` (the Composer
+                                                         Algorithm's ``batch_generator``)
+online extra stream    ``(seed, rank, batch, stream)``   ``stream`` = :data:`AUGMENT_STREAM` for
+                                                         ``cutmix_train.augment``'s crops and flips
+writer batch           ``(seed, epoch, batch)``          :func:`writer_batch_generator`: λ, box(es)
+                                                         and permutation of one pre-mixed batch
+writer epoch order     ``(seed, epoch, ORDER_KEY)``      :func:`epoch_order_generator`,
+                                                         ``ORDER_KEY = 2**32 - 1``
+verify's sample pick   ``(VERIFY_KEY,)``                 :func:`verify_generator`,
+                                                         ``VERIFY_KEY = 2**32 - 2``
+=====================  ================================  ==========================================
+
+``ORDER_KEY`` and ``VERIFY_KEY`` cannot be batch numbers (an epoch would need 4 billion batches)
+and ``derive_generator`` prefixes the key count, so no two rows of the table share a stream.
 """
 
 from __future__ import annotations
@@ -16,6 +37,9 @@ import numpy as np
 import torch
 
 __all__ = [
+    "AUGMENT_STREAM",
+    "ORDER_KEY",
+    "VERIFY_KEY",
     "Box",
     "CutMixParams",
     "RowParams",
@@ -24,6 +48,7 @@ __all__ = [
     "check_box",
     "check_int",
     "derive_generator",
+    "epoch_order_generator",
     "kept_fraction",
     "label_lam",
     "check_minmax",
@@ -32,6 +57,9 @@ __all__ = [
     "sample_lam",
     "sample_params",
     "sample_row_params",
+    "online_generator",
+    "verify_generator",
+    "writer_batch_generator",
 ]
 
 
@@ -122,6 +150,34 @@ def derive_generator(*keys: int) -> torch.Generator:
     generator = torch.Generator(device="cpu")
     generator.manual_seed(int(state))
     return generator
+
+
+#: Last key of a writer epoch's visiting order (never a batch number).
+ORDER_KEY = 2**32 - 1
+#: The one key of ``verify``'s choice of samples to check (never a seed's batch number).
+VERIFY_KEY = 2**32 - 2
+#: Fourth key of the per-batch augmentation draws, apart from CutMix's ``(seed, rank, batch)``.
+AUGMENT_STREAM = 0xA06
+
+
+def online_generator(seed: int, rank: int, batch: int, *stream: int) -> torch.Generator:
+    """The online generator of training batch ``batch`` on global rank ``rank``."""
+    return derive_generator(seed, rank, batch, *stream)
+
+
+def writer_batch_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
+    """The writer's generator for batch ``batch`` of epoch ``epoch`` (λ, box(es), permutation)."""
+    return derive_generator(seed, epoch, batch)
+
+
+def epoch_order_generator(seed: int, epoch: int) -> torch.Generator:
+    """The writer's generator for epoch ``epoch``'s visiting order (one ``torch.randperm``)."""
+    return derive_generator(seed, epoch, ORDER_KEY)
+
+
+def verify_generator() -> torch.Generator:
+    """The generator of ``verify``'s choice of samples (the same for every dataset)."""
+    return derive_generator(VERIFY_KEY)
 
 
 def sample_lam(alpha: float, generator: torch.Generator | None = None) -> float:

@@ -21,11 +21,9 @@ from composer.core.passes import sort_to_front
 from composer.loggers import Logger
 
 from cutmix_algo.algorithm import batch_generator
+from cutmix_algo.sampling import AUGMENT_STREAM
 
 __all__ = ["DeviceAugment", "augment_before_mixing", "random_crop_flip"]
-
-# A fourth key keeps these draws independent of CutMix's (seed, rank, batch) stream.
-_STREAM = 0xA06
 
 
 def random_crop_flip(
@@ -113,7 +111,7 @@ class DeviceAugment(Algorithm):
         # for free before it moves the rest of the batch (Composer moves it otherwise).
         images = state.device.tensor_to_device(state.batch_get_item(self.input_key))
         if self.pad or self.hflip:
-            generator = batch_generator(state, self.seed, _STREAM)
+            generator = batch_generator(state, self.seed, AUGMENT_STREAM)  # see sampling's key table
             images = random_crop_flip(images, self.pad, self.hflip, generator)
         state.batch_set_item(self.input_key, images)
 
