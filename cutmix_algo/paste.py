@@ -10,8 +10,8 @@ least ``GRAIN_SIZE`` (32,768) elements with one parallel region *per slice*. Eac
 waits for every OpenMP thread; on a machine whose cores are busy with other processes (a training
 box whose loader workers are busy, the writer's worker pool), a thread that has been preempted
 stalls it for a scheduler time slice, once per image (``bench/op.py --load``, 2 threads, a busy
-loop per core: 2,196 ms for the box of a 128x3x224² float32 batch, against 86 ms for the cycle
-walk below). It also moves every byte twice (gather into a temporary, copy back).
+loop per core, median of 3 runs: 1,942 ms for the box of a 128x3x224² float32 batch, against 50 ms
+for the cycle walk below). It also moves every byte twice (gather into a temporary, copy back).
 
 The paths (the choice depends only on the device, the region's size per image and ``method``):
 
