@@ -40,9 +40,10 @@ KiB. At ``GRAIN_SIZE`` elements or more per image (at least 32 KiB, so always ab
 threshold) ``index_select`` would open a parallel region per image.
 
 Inputs the cycle walk does not take go to ``index_select`` unchanged, so they behave exactly as
-before (same result, or the same error): ``perm`` that is not a permutation of ``range(N)`` (a
-gather with repeats, an index out of range), a ``t`` whose images may share memory (an expanded
-view), and a ``t`` that requires grad with grad mode on (autograd records one op, as before).
+before (same result, or the same error): ``perm`` that is not an int64/int32 permutation of
+``range(N)`` (a gather with repeats, an index out of range, a bool or float tensor), a ``t``
+whose images may share memory (an expanded view), and a ``t`` that requires grad with grad mode
+on (autograd records one op, as before).
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def permute_batch_(t: torch.Tensor, perm: torch.Tensor, *, method: str = "auto")
         and isinstance(perm, torch.Tensor)
         and perm.device.type == "cpu"
         and perm.shape == (t.shape[0],)
-        and not perm.is_floating_point()
+        and perm.dtype in (torch.int64, torch.int32)  # what index_select takes; bool would pass sorted()
         and not (t.requires_grad and torch.is_grad_enabled())
         and _no_shared_memory(t)
     ):

@@ -229,6 +229,15 @@ def test_out_of_range_perm_raises_as_before_and_changes_nothing(method):
     assert torch.equal(x, orig)
 
 
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.float32])
+def test_perm_of_a_dtype_index_select_refuses_is_refused_as_before(dtype):
+    x = random_batch((2, 3, 100, 100), torch.float32)
+    orig = x.clone()
+    with pytest.raises((IndexError, RuntimeError), match="int32 or int64"):
+        permute_batch_(x, torch.tensor([1, 0]).to(dtype), method="cycles")
+    assert torch.equal(x, orig)
+
+
 def test_images_sharing_memory_raise_as_before():
     x = random_batch((1, 3, 40, 40), torch.float32).expand(4, 3, 40, 40)
     with pytest.raises(RuntimeError, match="single memory location"):
