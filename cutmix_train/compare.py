@@ -191,14 +191,31 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     scratch.replace(path)
 
 
+def _in_todays_schema(recipe_yaml: str) -> str | None:
+    """A stored resolved recipe read with today's schema (keys added since take their defaults)."""
+    from omegaconf import OmegaConf
+
+    from cutmix_train.config import Recipe, to_yaml
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Recipe), OmegaConf.create(recipe_yaml))
+        return to_yaml(OmegaConf.to_object(merged))  # type: ignore[arg-type]
+    except Exception:  # a key removed since, or a value today's schema refuses: not the same run
+        return None
+
+
 def _finished(path: Path, resolved: str) -> dict[str, Any] | None:
+    """The stored result at ``path`` if it is a finished run of the recipe ``resolved``."""
     if not path.is_file():
         return None
     try:
         result = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    if result.get("recipe_yaml") != resolved or result.get("eval_accuracy") is None:
+    stored = result.get("recipe_yaml")
+    if not isinstance(stored, str) or result.get("eval_accuracy") is None:
+        return None
+    if stored != resolved and _in_todays_schema(stored) != resolved:
         return None
     return result
 

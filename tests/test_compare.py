@@ -184,6 +184,14 @@ def test_compare_end_to_end_then_reuses_finished_runs(tmp_path: Path) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")} == stamps
     assert json.loads(second.stdout.strip().splitlines()[-1]) == line
 
+    # A run recorded before a schema key existed is still that run: the key takes its default.
+    stored = out / "runs" / "base-seed0.json"
+    older = json.loads(stored.read_text())
+    assert "    stop_at: null\n" in older["recipe_yaml"]
+    older["recipe_yaml"] = older["recipe_yaml"].replace("    stop_at: null\n", "")
+    stored.write_text(json.dumps(older))
+    runs["base-seed0"] = older
+
     # A changed variant trains again; the unchanged one is still reused.
     third = _compare(out, variants=("base", "cm:algorithms.cutmix.enabled=true,algorithms.cutmix.alpha=0.5"))
     assert third.exit_code == 0, third.output
