@@ -21,4 +21,4 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/op.py
 	$(PY) bench/train.py
-	$(PY) bench/writer.py
+	$(PY) bench/write_shards.py

@@ -1,4 +1,5 @@
-"""writer.premix: the schedule, the mixing through cutmix_algo, and the MDS row encoding."""
+"""writer.premix, writer.encode, writer.pool: the schedule, the mixing through cutmix_algo, the MDS row
+encoding and the worker pool."""
 
 from __future__ import annotations
 
@@ -11,17 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cutmix_algo.sampling import EXACT_SUM_ROWS, derive_generator, kept_fraction, label_lam, sample_params
-from writer.premix import (
-    ORDER_KEY,
-    MixedBatch,
-    Schedule,
-    column_encodings,
-    encode_rows,
-    epoch_order,
-    iter_encoded,
-    mix_batch,
-)
+from cutmix_algo.sampling import EXACT_SUM_ROWS, ORDER_KEY, derive_generator, kept_fraction, label_lam, sample_params
+from writer.encode import column_encodings, encode_rows
+from writer.pool import iter_encoded
+from writer.premix import MixedBatch, Schedule, epoch_order, mix_batch
 from writer.sources import ImageSet, load_cifar10
 
 

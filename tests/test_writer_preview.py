@@ -59,3 +59,14 @@ def test_class_names_with_dollars_are_drawn_as_text(cifar_root: Path, tmp_path: 
     (out / "cutmix_manifest.json").write_text(json.dumps(manifest))
     ok("preview", out, "--out", tmp_path / "grid.png", "--n", 4)
     failed(run("preview", out, "--out", tmp_path / "missing" / "grid.png"), "--out")
+
+
+def test_a_bad_dataset_raises_preview_error_not_verify_error(cifar_root: Path, tmp_path: Path) -> None:
+    from writer.errors import WriterError
+    from writer.preview import PreviewError
+    from writer.verify import VerifyError
+
+    with pytest.raises(PreviewError, match="cutmix_manifest.json|index.json") as info:
+        render_preview(str(tmp_path / "nothing"), str(tmp_path / "grid.png"))
+    assert isinstance(info.value, WriterError) and not isinstance(info.value, VerifyError)
+    failed(run("preview", tmp_path / "nothing", "--out", tmp_path / "grid.png"), "index.json")

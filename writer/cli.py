@@ -17,22 +17,18 @@ from typing import Any
 import click
 
 from cutmix_algo.sampling import check_alpha
-from writer.merge import MergeError, group_name, merge_groups
-from writer.premix import (
-    DEFAULT_SIZE_LIMIT,
-    ENCODINGS,
-    INDEX_NAME,
-    PremixConfig,
-    Schedule,
-    build_manifest,
-    default_workers,
-)
+from writer.encode import ENCODINGS
+from writer.errors import WriterError
+from writer.manifest import DEFAULT_SIZE_LIMIT, INDEX_NAME, PremixConfig, build_manifest
+from writer.merge import group_name, merge_groups
+from writer.pool import default_workers
+from writer.premix import Schedule
 from writer.preview import render_preview
 from writer.scratch import sweep_stale
 from writer.sources import SPLITS, ImageSet, SourceError, open_source, source_locations
 from writer.store import DEFAULT_TIMEOUT, Destination, DestinationError, check_out
 from writer.uri import join_uri
-from writer.verify import VerifyError, recorded_args, source_hint, trusted_recorded_source, verify_dataset
+from writer.verify import recorded_args, source_hint, trusted_recorded_source, verify_dataset
 from writer.write import write_premixed
 
 __all__ = ["main"]
@@ -92,7 +88,29 @@ def _invalidate_merged_root(out: str, retry: int, timeout: float) -> bool:
         root.close()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_TARGET = "cutmix_writer.target"  # ctx.meta key: the OUT (or group folder) a write is writing
+
+
+class _Main(click.Group):
+    """The command group: catches every :class:`~writer.errors.WriterError`, here and only here.
+
+    A command's library error ends as one click error line, prefixed with what was being done:
+    ``verify failed: …``, ``cannot write OUT: …``; preview's and merge's errors say it already.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WriterError as e:
+            target = ctx.meta.get(_TARGET)
+            if ctx.invoked_subcommand == "verify":
+                raise click.ClickException(f"verify failed: {e}") from None
+            if target is not None:
+                raise click.ClickException(f"cannot write {target}: {e}") from None
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Pre-mix image datasets with CutMix into byte-reproducible MDS shards."""
 
@@ -173,6 +191,7 @@ def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epo
     except DestinationError as e:
         raise click.BadParameter(str(e), param_hint="'--out'") from None
     target = out if group is None else join_uri(out, group_name(group))
+    click.get_current_context().meta[_TARGET] = target
     sweep_stale()  # scratch copies a killed write could not remove
     destination = None
     try:
@@ -216,7 +235,7 @@ def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epo
     except KeyboardInterrupt as e:
         signum = signal.SIGTERM if isinstance(e, _Terminated) else signal.SIGINT
         raise _Interrupted(signum, target) from None
-    except (DestinationError, OSError) as e:  # OSError: a local OUT that cannot be written
+    except OSError as e:  # a local OUT that cannot be written (a WriterError goes to _Main)
         raise click.ClickException(f"cannot write {target}: {e}") from None
     finally:
         if destination is not None:
@@ -241,18 +260,12 @@ def verify(out: str, source: str | None, split: str | None, sample: float, progr
 
     Safe on a dataset from anyone: without --source nothing the dataset names is loaded.
     """
-    try:
-        args = recorded_args(out)
-    except VerifyError as e:
-        raise click.ClickException(f"verify failed: {e}") from None
+    args = recorded_args(out)
     spec = source or trusted_recorded_source(args)
     if spec is None and split is not None:
         raise click.UsageError("--split is only used with --source")
     images = None if spec is None else _load(spec, split or args["split"], args["image_size"])
-    try:
-        report = verify_dataset(out, images, sample, progress=progress)
-    except VerifyError as e:
-        raise click.ClickException(f"verify failed: {e}") from None
+    report = verify_dataset(out, images, sample, progress=progress)
     checked = f"{report.samples_checked} of {report.samples_total} samples"
     if report.recomputed:
         click.echo(f"OK: {report.shards} shards match their hashes; {checked} recomputed from "
@@ -271,8 +284,6 @@ def preview(out: str, png: str, n: int) -> None:
     """Draw N samples of OUT in a PNG grid: box outlined, base and patch classes with weights."""
     try:
         drawn = render_preview(out, png, n)
-    except VerifyError as e:
-        raise click.ClickException(str(e)) from None
     except OSError as e:
         raise click.ClickException(f"cannot write --out {png}: {e}") from None
     click.echo(f"drew {len(drawn)} samples to {png}")
@@ -286,10 +297,7 @@ def merge(out: str, retry: int) -> None:
 
     Rewriting a group later removes OUT's merged index and manifest: merge again then.
     """
-    try:
-        count = merge_groups(out, retry)
-    except (MergeError, DestinationError) as e:
-        raise click.ClickException(str(e)) from None
+    count = merge_groups(out, retry)
     click.echo(f"merged {count} groups into {out}")
 
 

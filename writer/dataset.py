@@ -24,13 +24,14 @@ import numpy as np
 import torch
 from streaming import StreamingDataset
 
+from writer.errors import WriterError
 from writer.integrity import Layout, check_layout, check_merged_groups, is_distribution
-from writer.premix import INDEX_NAME, MANIFEST_NAME
+from writer.manifest import INDEX_NAME, MANIFEST_NAME, read_manifest
 from writer.uri import fetch, is_remote, join_uri, member_path
 
 __all__ = ["CorruptShardError", "PremixedDataset", "read_manifest"]
 
-class CorruptShardError(ValueError):
+class CorruptShardError(WriterError, ValueError):
     """A shard of a pre-mixed dataset does not hold what its index says (truncated, altered)."""
 
 
@@ -48,40 +49,6 @@ def _read_member(where: str, name: str, scratch: str) -> bytes:
         path = member_path(where, name, "read")
     with open(path, "rb") as f:
         return f.read()
-
-
-def read_manifest(remote_or_local: str) -> dict:
-    """Load the ``cutmix_manifest.json`` of a pre-mixed dataset.
-
-    Args:
-        remote_or_local: the dataset's folder, or its remote URI (``s3://…``, …).
-
-    Returns:
-        dict: the manifest; ``num_classes``, ``class_names``, ``args`` (alpha, batch_size,
-        epochs, seed, encoding, …), ``source`` (fingerprint, num_images, image_shape),
-        ``num_samples``.
-
-    Raises:
-        FileNotFoundError: if there is no manifest there.
-        ValueError: if it is not a JSON object.
-
-    Example:
-        >>> read_manifest("/data/cifar10-cutmix")["num_classes"]  # doctest: +SKIP
-        10
-    """
-    with tempfile.TemporaryDirectory(prefix="cutmix-manifest-") as scratch:
-        try:
-            data = _read_member(remote_or_local, MANIFEST_NAME, scratch)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(
-                f"no {MANIFEST_NAME} in {remote_or_local}: not a pre-mixed dataset written by "
-                f"cutmix-writer ({e})") from None
-        except IsADirectoryError:
-            raise FileNotFoundError(f"{MANIFEST_NAME} in {remote_or_local} is a folder") from None
-    manifest = json.loads(data)
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{MANIFEST_NAME} in {remote_or_local} is not a JSON object")
-    return manifest
 
 
 def _image_tensor(image: Any) -> torch.Tensor:

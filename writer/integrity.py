@@ -16,7 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from cutmix_algo.sampling import check_alpha
-from writer.premix import ENCODINGS, INDEX_NAME, MANIFEST_NAME, PremixConfig, Schedule, column_encodings
+from writer.encode import ENCODINGS, column_encodings
+from writer.errors import WriterError
+from writer.manifest import INDEX_NAME, MANIFEST_NAME, PremixConfig
+from writer.premix import MODES, Schedule
 from writer.uri import UnsafeNameError, check_member
 
 __all__ = [
@@ -36,7 +39,7 @@ _MAX_EPOCHS = 2**31 - 1  # the ``epoch`` column is int32
 _LABEL_TOLERANCE = 1e-4  # float32 rows sum to 1 up to rounding
 
 
-class DatasetError(ValueError):
+class DatasetError(WriterError, ValueError):
     """A dataset is malformed, inconsistent with its manifest, or names files outside itself."""
 
 
@@ -180,6 +183,10 @@ def check_layout(manifest: object, index: object) -> Layout:
     if compression is not None and not isinstance(compression, str):
         raise DatasetError(f"{MANIFEST_NAME}: args.compression must be a string or null")
     size_limit = _int(_get(args, "size_limit", "args"), "args.size_limit", 1)
+    mode = args.get("mode", "batch")  # written only for sample mode: older manifests lack it
+    if mode not in MODES:
+        raise DatasetError(f"{MANIFEST_NAME}: args.mode must be one of {', '.join(MODES)}, "
+                           f"got {shown(repr(mode))}")
     num_images = _int(_get(source, "num_images", "source"), "source.num_images", 1)
     shape = _get(source, "image_shape", "source")
     if not (isinstance(shape, list) and len(shape) == 3):
@@ -214,7 +221,7 @@ def check_layout(manifest: object, index: object) -> Layout:
     if total != expected:
         raise DatasetError(f"{INDEX_NAME} lists {total} samples but the manifest's {epochs} epochs "
                            f"of {num_images} images{' (this group)' if share else ''} are {expected}")
-    config = PremixConfig(alpha, batch_size, epochs, seed, encoding, compression, size_limit)
+    config = PremixConfig(alpha, batch_size, epochs, seed, encoding, compression, size_limit, mode)
     return Layout(config, schedule, offset, total, (height, width, channels), list(names))
 
 

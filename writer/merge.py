@@ -9,15 +9,16 @@ from __future__ import annotations
 import os
 import tempfile
 
+from writer.errors import WriterError
 from writer.integrity import DatasetError, check_layout, strip_group
-from writer.premix import INDEX_NAME, MANIFEST_NAME, manifest_bytes
+from writer.manifest import INDEX_NAME, MANIFEST_NAME, manifest_bytes
 from writer.store import Destination, DestinationError
 from writer.uri import join_uri, read_json
 
 __all__ = ["MergeError", "group_name", "merge_groups"]
 
 
-class MergeError(Exception):
+class MergeError(WriterError):
     """The groups under OUT cannot be joined: one is missing, unfinished or from other arguments."""
 
 

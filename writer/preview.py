@@ -19,11 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from cutmix_algo.sampling import Box
-from writer.integrity import Layout, label_classes
+from writer.errors import WriterError
+from writer.integrity import DatasetError, Layout, label_classes
 from writer.uri import is_remote
-from writer.verify import VerifyError, check_shards, fetch_shards, open_dataset, read_sample
+from writer.verify import check_shards, fetch_shards, open_dataset, read_sample
 
-__all__ = ["Tile", "preview_positions", "render_preview"]
+__all__ = ["PreviewError", "Tile", "preview_positions", "render_preview"]
+
+
+class PreviewError(WriterError, ValueError):
+    """A dataset cannot be previewed: unreadable, inconsistent, empty, or a drawn sample is bad."""
 
 
 @dataclass(frozen=True)
@@ -83,29 +88,8 @@ def _tile(item: dict, position: int, layout: Layout) -> Tile:
     )
 
 
-def render_preview(out: str, png: str, n: int = 16) -> list[Tile]:
-    """Draw ``n`` samples of a dataset, spread over its epochs and batches, in a PNG grid.
-
-    Each tile shows the mixed image with the box outlined in red and labelled "patch", and a
-    title with the epoch and batch, the base image's class and weight ``lam``, and the patch's
-    class and weight ``1 - lam``.
-
-    Args:
-        out: the dataset (local folder or remote URI).
-        png: the PNG file to write.
-        n: how many samples to draw.
-
-    Returns:
-        list[Tile]: the drawn samples, in grid order.
-
-    Raises:
-        VerifyError: if the dataset is unreadable, inconsistent, or a drawn shard or sample is
-            bad.
-        OSError: if ``png`` cannot be written.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
+def _draw(out: str, n: int) -> tuple[list[Tile], list[np.ndarray]]:
+    """Read and check the ``n`` drawn samples of ``out``: their tiles and images."""
     from streaming.base.format import reader_from_json
 
     with tempfile.TemporaryDirectory(prefix="cutmix-preview-") as scratch:
@@ -130,8 +114,39 @@ def render_preview(out: str, png: str, n: int = 16) -> list[Tile]:
                                   f"sample {position} (shard {reader.raw_data.basename})")
             tiles.append(_tile(item, position, layout))
             images.append(np.asarray(item["image"]))
+    return tiles, images
+
+
+def render_preview(out: str, png: str, n: int = 16) -> list[Tile]:
+    """Draw ``n`` samples of a dataset, spread over its epochs and batches, in a PNG grid.
+
+    Each tile shows the mixed image with the box outlined in red and labelled "patch", and a
+    title with the epoch and batch, the base image's class and weight ``lam``, and the patch's
+    class and weight ``1 - lam``.
+
+    Args:
+        out: the dataset (local folder or remote URI).
+        png: the PNG file to write.
+        n: how many samples to draw.
+
+    Returns:
+        list[Tile]: the drawn samples, in grid order.
+
+    Raises:
+        PreviewError: if the dataset is unreadable, inconsistent, empty, or a drawn shard or
+            sample is bad.
+        OSError: if ``png`` cannot be written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    try:
+        tiles, images = _draw(out, n)
+    except DatasetError as e:  # what the shared readers (open_dataset, read_sample, …) raise
+        raise PreviewError(str(e)) from None
     if not tiles:
-        raise VerifyError(f"{out} holds no samples")
+        raise PreviewError(f"{out} holds no samples")
     cols = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / cols)
     figure = Figure(figsize=(2.4 * cols, 2.9 * rows), dpi=100)

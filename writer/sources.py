@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from writer.uri import is_remote
+from writer.errors import WriterError
+from writer.uri import INDEX_NAME, is_remote
 
 __all__ = [
     "SPLITS",
@@ -36,7 +37,7 @@ SOURCE_FORMS = "cifar10:DIR, imagefolder:DIR, mds:URI or digits"
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
 
-class SourceError(ValueError):
+class SourceError(WriterError, ValueError):
     """A source that cannot be opened: missing files, a bad spec, images of mixed sizes."""
 
 
@@ -434,8 +435,8 @@ def load_mds(
     from streaming.base.util import clean_stale_shared_memory
 
     remote = is_remote(uri)
-    if not remote and not (Path(uri) / (split or "") / "index.json").is_file():
-        raise SourceError(f"MDS dataset not found: no index.json under {Path(uri) / (split or '')}")
+    if not remote and not (Path(uri) / (split or "") / INDEX_NAME).is_file():
+        raise SourceError(f"MDS dataset not found: no {INDEX_NAME} under {Path(uri) / (split or '')}")
     if class_names is not None and num_classes is not None and len(class_names) != num_classes:
         raise SourceError(f"{len(class_names)} class names for {num_classes} classes")
     clean_stale_shared_memory()
@@ -566,6 +567,6 @@ def open_source(
         return load_imagefolder(_imagefolder_root(Path(rest), split), image_size)
     options = {"image_key": image_column, "label_key": label_column, "num_classes": num_classes}
     if "://" not in rest:
-        has_split = (Path(rest) / split / "index.json").is_file()
+        has_split = (Path(rest) / split / INDEX_NAME).is_file()
         return load_mds(rest, split if has_split else None, **options)  # type: ignore[arg-type]
     return load_mds(rest, None, **options)  # type: ignore[arg-type]

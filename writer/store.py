@@ -36,7 +36,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from writer.premix import INDEX_NAME, MANIFEST_NAME
+from writer.errors import WriterError
+from writer.manifest import INDEX_NAME, MANIFEST_NAME
 from writer.scratch import Scratch
 from writer.uri import is_remote
 
@@ -63,7 +64,7 @@ _GROUP = re.compile(r"group-\d+")
 _WRITER_FILES = (INDEX_NAME, MANIFEST_NAME, CLAIM_NAME)
 
 
-class DestinationError(RuntimeError):
+class DestinationError(WriterError, RuntimeError):
     """OUT cannot be used: unreachable, not ours to replace, claimed by another writer."""
 
 

@@ -14,7 +14,10 @@ import json
 import os
 import re
 
+from writer.errors import WriterError
+
 __all__ = [
+    "INDEX_NAME",
     "UnsafeNameError",
     "check_member",
     "fetch",
@@ -25,6 +28,11 @@ __all__ = [
     "resolve_spec",
 ]
 
+#: streaming's index basename (``streaming.base.format.get_index_basename()``; a test checks they
+#: agree). Declared here, the writer's one leaf module for dataset member names, because
+#: streaming's package import pulls in transformers and would make ``cutmix-writer --help`` slow.
+INDEX_NAME = "index.json"
+
 # A plain file name: no separator, no leading dot (so neither ``.`` nor ``..`` nor a hidden
 # file), no drive letter, nothing a shell or a terminal would read specially.
 _PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -33,7 +41,7 @@ _PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _GROUP = re.compile(r"group-[0-9]+")
 
 
-class UnsafeNameError(ValueError):
+class UnsafeNameError(WriterError, ValueError):
     """A dataset names a file outside itself (a separator, ``..``, an absolute path, …)."""
 
 

@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from cutmix_algo.sampling import derive_generator
+from cutmix_algo.sampling import verify_generator
+from writer.encode import encode_rows
+from writer.errors import ManifestError
 from writer.integrity import (
     DatasetError,
     Layout,
@@ -36,7 +38,8 @@ from writer.integrity import (
     label_classes,
     shown,
 )
-from writer.premix import INDEX_NAME, MANIFEST_NAME, ScheduleLookup, encode_rows, mix_pair
+from writer.manifest import INDEX_NAME, MANIFEST_NAME, read_manifest
+from writer.premix import ScheduleLookup, mix_pair
 from writer.sources import SPLITS, ImageSet
 from writer.uri import UnsafeNameError, fetch, is_remote, member_path, read_json
 
@@ -53,7 +56,6 @@ __all__ = [
     "verify_dataset",
 ]
 
-_VERIFY_KEY = 2**32 - 2  # generator key of verify's sample choice; never a seed's batch number
 # Sources that name no path: loading them reads nothing a dataset points at (scikit-learn's
 # bundled digits are a CSV). Every other kind reads files the manifest names, and a cifar10:
 # folder is pickles, so those are loaded only when the user passes --source.
@@ -82,14 +84,22 @@ class VerifyReport:
     recomputed: bool
 
 
-def _read_dataset_json(out: str, name: str, scratch: str) -> dict:
-    """Load ``out/name`` (see :func:`writer.uri.read_json`); ``VerifyError`` if unreadable."""
+def _read_index(out: str, scratch: str) -> dict:
+    """Load ``out``'s index (see :func:`writer.uri.read_json`); ``VerifyError`` if unreadable."""
     try:
-        return read_json(out, name, scratch)
+        return read_json(out, INDEX_NAME, scratch)
     except UnsafeNameError as e:
         raise VerifyError(str(e)) from None
     except (OSError, ValueError) as e:  # missing, a folder, unreadable, not JSON
-        raise VerifyError(f"no readable {name} at {out}: {e}") from None
+        raise VerifyError(f"no readable {INDEX_NAME} at {out}: {e}") from None
+
+
+def _read_manifest(out: str, scratch: str) -> dict:
+    """:func:`writer.manifest.read_manifest`, its failure as a ``VerifyError``."""
+    try:
+        return read_manifest(out, scratch)
+    except ManifestError as e:
+        raise VerifyError(str(e)) from None
 
 
 def recorded_args(out: str) -> dict:
@@ -100,7 +110,7 @@ def recorded_args(out: str) -> dict:
             ``image_size`` are not what ``cutmix-writer write`` records.
     """
     with tempfile.TemporaryDirectory(prefix="cutmix-verify-") as scratch:
-        args = _read_dataset_json(out, MANIFEST_NAME, scratch).get("args")
+        args = _read_manifest(out, scratch).get("args")
     missing = [key for key in ("source", "split", "image_size") if not isinstance(args, dict) or key not in args]
     if missing:
         raise VerifyError(f"{MANIFEST_NAME} at {out} is not a cutmix-writer manifest: no args {missing}")
@@ -147,8 +157,8 @@ def open_dataset(out: str, scratch: str) -> tuple[str, dict, dict, Layout]:
         VerifyError: if either file is unreadable, unsafe or inconsistent with the other, or a
             merged root disagrees with its groups.
     """
-    index = _read_dataset_json(out, INDEX_NAME, scratch)
-    manifest = _read_dataset_json(out, MANIFEST_NAME, scratch)
+    index = _read_index(out, scratch)
+    manifest = _read_manifest(out, scratch)
     try:
         layout = check_layout(manifest, index)
         check_merged_groups(manifest, index, lambda name: read_json(out, name, scratch))
@@ -258,7 +268,7 @@ def _choose(total: int, fraction: float) -> np.ndarray:
     if fraction >= 1.0:
         return np.arange(total)
     count = max(1, math.ceil(fraction * total))
-    perm = torch.randperm(total, generator=derive_generator(_VERIFY_KEY)).numpy()
+    perm = torch.randperm(total, generator=verify_generator())  # sampling's key table.numpy()
     return np.sort(perm[:count])
 
 
@@ -366,7 +376,8 @@ def verify_dataset(out: str, source: ImageSet | None, sample: float = 1.0,
         ends = np.cumsum([info["samples"] for info, _ in checked])
         height, width, _ = layout.image_shape
         config = layout.config
-        lookup = ScheduleLookup(layout.schedule, config.seed, config.alpha, height, width)
+        lookup = ScheduleLookup(layout.schedule, config.seed, config.alpha, height, width,
+                                config.mode)
         classes = _ClassBook(layout.num_classes)
         chosen = _choose(layout.total, sample)
         for position in tqdm(chosen.tolist(), desc="verify samples", unit="img", unit_scale=True,
@@ -386,7 +397,8 @@ def verify_dataset(out: str, source: ImageSet | None, sample: float = 1.0,
             if source is None:
                 classes.add(stored, where)
                 continue
-            mixed = mix_pair(source, want.index_a, want.index_b, want.lam, want.box, want.epoch)
+            mixed = mix_pair(source, want.index_a, want.index_b, want.lam, want.box, want.epoch,
+                             config.mode)
             expected = encode_rows(mixed, config.encoding)[0]
             if expected != data:
                 column = _first_difference(stored, reader.decode_sample(expected))

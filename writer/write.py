@@ -14,14 +14,9 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from writer.premix import (
-    INDEX_NAME,
-    MANIFEST_NAME,
-    PremixConfig,
-    Schedule,
-    iter_encoded,
-    manifest_bytes,
-)
+from writer.manifest import INDEX_NAME, MANIFEST_NAME, PremixConfig, manifest_bytes
+from writer.pool import iter_encoded
+from writer.premix import Schedule
 from writer.sources import ImageSet
 from writer.store import Destination
 
@@ -92,7 +87,7 @@ def write_premixed(
         source: the source images.
         destination: where to publish (empty; see :meth:`Destination.clear`).
         config: the arguments that decide the bytes.
-        manifest: the manifest to publish (:func:`writer.premix.build_manifest`).
+        manifest: the manifest to publish (:func:`writer.manifest.build_manifest`).
         start: first global batch to write (a group's share).
         stop: end global batch (default: all).
         workers: processes that mix and encode.
@@ -135,7 +130,8 @@ def write_premixed(
     )
     try:
         chunks = iter_encoded(source, schedule, seed=config.seed, alpha=config.alpha,
-                              encoding=config.encoding, start=start, stop=stop, workers=workers)
+                              encoding=config.encoding, start=start, stop=stop, workers=workers,
+                              mode=config.mode)
         # closing(): on an error the pool stops here, not whenever the generator is collected.
         with closing(chunks), tqdm(total=total, unit="img", unit_scale=True, desc="premix",
                                    file=sys.stderr, disable=not progress, mininterval=0.5) as bar:

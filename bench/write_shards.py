@@ -11,7 +11,10 @@ mixes every batch first. Rows:
   each; img/s is all samples over the span from the first group's start of writing to the last
   group's end (each process reports its own times; imports are excluded).
 
-Usage: python bench/writer.py [--n 20000] [--batch-size 128]
+Usage: python bench/write_shards.py [--n 20000] [--batch-size 128]
+
+(Named write_shards.py, not writer.py: Python puts bench/ first on sys.path, where a writer.py
+would shadow the ``writer`` package.)
 """
 
 from __future__ import annotations
@@ -31,15 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-# This script is named writer.py, so Python put bench/ first on sys.path, where ``import writer``
-# would find this file instead of the package.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-
 # One group's work as a subprocess: load the source, time write_premixed alone, print JSON.
 _GROUP_SCRIPT = """
 import json, sys, time
-from writer.premix import PremixConfig, Schedule, build_manifest
+from writer.manifest import PremixConfig, build_manifest
+from writer.premix import Schedule
 from writer.sources import open_source
 from writer.store import Destination
 from writer.write import write_premixed
@@ -107,7 +106,7 @@ def _streaming(source: object, out: str, *, encoding: str) -> float:
 
 
 def _ours(source: object, out: str, *, encoding: str, batch_size: int, workers: int) -> float:
-    from writer.premix import PremixConfig, build_manifest
+    from writer.manifest import PremixConfig, build_manifest
     from writer.store import Destination
     from writer.write import write_premixed
 
@@ -150,7 +149,7 @@ def main() -> None:
                         help="runs per row; the fastest counts (the machine may be shared)")
     args = parser.parse_args()
 
-    from writer.premix import default_workers
+    from writer.pool import default_workers
     from writer.sources import load_cifar10
 
     cpus = default_workers()
