@@ -5,7 +5,8 @@ index operation (``__getitems__``), untouched: augmentation runs on the device
 (:mod:`cutmix_train.augment`) and normalization inside the model
 (:class:`cutmix_train.models.InputNormalize`). Pre-mixed shards written by ``cutmix-writer``
 stream through :class:`writer.PremixedDataset` and streaming's ``StreamingDataLoader``, whose
-state Composer saves in checkpoints, so a resumed run continues mid-epoch.
+state Composer saves in checkpoints, so a resumed run continues mid-epoch; their images come as
+uint8 too (normalized by the same first layer), their labels as float ``(N, K)`` distributions.
 
 Every failure to open data raises :class:`~cutmix_train.config.RecipeError` naming the recipe key
 and the path, before any Trainer exists.
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from composer.utils import dist
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.data._utils.collate import collate_tensor_fn
 
 from cutmix_train.config import DataConfig, RecipeError
 
@@ -32,6 +34,7 @@ __all__ = [
     "build_data",
     "load_images",
     "per_rank_batch_size",
+    "stack_pairs",
     "stratified_subset",
     "train_subset",
 ]
@@ -48,7 +51,7 @@ class DataBundle:
     """What the Trainer assembly needs from the data side.
 
     Attributes:
-        train: the training dataloader (uint8 batches, or float pre-mixed batches).
+        train: the training dataloader (uint8 images; int labels, or float pre-mixed ones).
         eval: the evaluation dataloader (uint8 batches, int labels).
         num_classes: number of classes.
         mean: per-channel normalization mean for images in ``[0, 1]``.
@@ -96,6 +99,16 @@ class ImageBatchDataset(Dataset):
 def already_batched(batch: Any) -> Any:
     """``collate_fn`` for :class:`ImageBatchDataset`: its ``__getitems__`` returns a batch."""
     return batch
+
+
+def stack_pairs(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``collate_fn`` for ``(image, label)`` tensor pairs: one stack per column.
+
+    ``default_collate`` reaches the same stacks after inspecting every sample's type; this goes
+    straight to them, with its shared-memory output in a loader worker.
+    """
+    images, labels = zip(*batch, strict=True)
+    return collate_tensor_fn(images), collate_tensor_fn(labels)
 
 
 def per_rank_batch_size(global_batch_size: int, key: str) -> int:
@@ -266,6 +279,7 @@ def _premixed_loader(cfg: DataConfig, batch_size: int) -> DataLoader:
     return StreamingDataLoader(
         dataset,
         batch_size=batch_size,
+        collate_fn=stack_pairs,
         num_workers=cfg.num_workers,
         drop_last=True,
         persistent_workers=cfg.num_workers > 0,

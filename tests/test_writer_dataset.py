@@ -34,16 +34,21 @@ def _open(out: Path, **kwargs: object) -> PremixedDataset:
     return PremixedDataset(remote=str(out), local=str(cache), **kwargs)
 
 
-def test_items_are_float_chw_images_in_unit_range_and_float_labels(dataset: Path) -> None:
+def test_items_are_uint8_chw_images_and_float_labels(dataset: Path) -> None:
     ds = PremixedDataset(local=str(dataset), batch_size=8)
+    as_float = PremixedDataset(local=str(dataset), batch_size=8, image_dtype="float32")
     raw = read_samples(dataset)
     assert len(ds) == 200
     for i in (0, 57, 199):
         image, label = ds[i]
-        assert image.dtype == torch.float32 and image.shape == (3, 32, 32)
+        assert image.dtype == torch.uint8 and image.shape == (3, 32, 32)
         assert label.dtype == torch.float32 and label.shape == (10,)
-        expected = torch.from_numpy(raw[i]["image"].copy()).permute(2, 0, 1).float() / 255
+        expected = torch.from_numpy(raw[i]["image"].copy()).permute(2, 0, 1)
         torch.testing.assert_close(image, expected, rtol=0, atol=0)
+        scaled, same_label = as_float[i]
+        assert scaled.dtype == torch.float32 and scaled.shape == (3, 32, 32)
+        torch.testing.assert_close(scaled, expected.float() / 255, rtol=0, atol=0)
+        torch.testing.assert_close(same_label, label, rtol=0, atol=0)
         torch.testing.assert_close(label, torch.from_numpy(raw[i]["label"].copy()))
         assert float(label.sum()) == pytest.approx(1.0)
 

@@ -51,14 +51,67 @@ def _read_member(where: str, name: str, scratch: str) -> bytes:
         return f.read()
 
 
-def _image_tensor(image: Any) -> torch.Tensor:
-    array = np.asarray(image)  # a raw ndarray, or a decoded PNG/JPEG PIL image
+IMAGE_DTYPES = ("uint8", "float32")
+
+# Numeric MDS scalar encodings (streaming decodes each as ``np.frombuffer(data, dtype)[0]``).
+_SCALARS = frozenset(("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+                      "float16", "float32", "float64"))
+
+
+class _FixedRowDecoder:
+    """``MDSReader.decode_sample`` for rows whose columns all have a fixed size (raw images).
+
+    Streaming's generic decoder parses every column's encoding string again for every sample,
+    and slices (copies) each column out of the row; that was most of a sample's read time. Here
+    the row layout is one numpy record dtype, built once, and every column is a view into one
+    writable copy of the row, so ``torch.from_numpy`` can alias it. The values are the ones
+    streaming's decoder returns (a test compares them column by column); a row whose length
+    is not the record's raises ``ValueError``, which the dataset reports as a corrupt shard.
+    """
+
+    def __init__(self, names: list[str], record: np.dtype) -> None:
+        self.names, self.record = names, record
+
+    @classmethod
+    def for_columns(cls, names: list[str], encodings: list[str],
+                    sizes: list[int | None]) -> _FixedRowDecoder | None:
+        """The decoder for these MDS columns, or None if a column is not fixed-size numeric."""
+        fields = []
+        for name, encoding, size in zip(names, encodings, sizes, strict=True):
+            parts = encoding.split(":")
+            if encoding in _SCALARS:
+                dtype, shape = np.dtype(encoding), ()
+            elif len(parts) == 3 and parts[0] == "ndarray" and parts[1] in _SCALARS and parts[2]:
+                dtype, shape = np.dtype(parts[1]), tuple(int(d) for d in parts[2].split(","))
+            else:
+                return None
+            if size is None or dtype.itemsize * int(np.prod(shape)) != size:
+                return None
+            fields.append((name, dtype, shape))
+        return cls(list(names), np.dtype(fields))
+
+    def __call__(self, data: bytes) -> dict[str, Any]:
+        if len(data) != self.record.itemsize:
+            raise ValueError(f"a row has {len(data)} bytes; its columns need {self.record.itemsize}")
+        row = np.frombuffer(bytearray(data), dtype=self.record, count=1)[0]
+        return {name: row[name] for name in self.names}
+
+
+def _image_tensor(image: Any, dtype: str) -> torch.Tensor:
+    """``C x H x W`` uint8 (a view of ``image`` where it is an array), or float32 ``/ 255``."""
+    if isinstance(image, np.ndarray):
+        array = image if image.flags.writeable else image.copy()
+    else:  # a decoded PNG/JPEG PIL image
+        array = np.array(image)
     if array.ndim == 2:
         array = array[..., None]
-    # float32 division matches torch's ``uint8 tensor.float() / 255`` bit for bit.
-    scaled = array.astype(np.float32)
-    scaled /= np.float32(255.0)
-    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+    # A numpy view, not torch's permute: torch calls release the GIL, and on a busy machine
+    # getting it back from streaming's download threads cost more than the rest of the read.
+    chw = array.transpose(2, 0, 1)
+    if dtype == "float32":
+        # float32 division, as before uint8 became the default: the same values bit for bit.
+        return torch.from_numpy(np.divide(chw, np.float32(255.0), dtype=np.float32))
+    return torch.from_numpy(chw)
 
 
 def _checked(where: str) -> tuple[bytes, bytes, dict, Layout]:
@@ -94,8 +147,12 @@ def _place_index(folder: str, data: bytes) -> None:
 class PremixedDataset(StreamingDataset):
     """A pre-mixed CutMix dataset yielding ``(image, label)``, checked as it is read.
 
-    ``image`` is a float32 ``C x H x W`` tensor in ``[0, 1]`` (PNG/JPEG samples are decoded);
-    ``label`` is the float32 ``[K]`` mixed class distribution, ready for a soft-target loss.
+    ``image`` is the stored pixels as a uint8 ``C x H x W`` tensor (a view of the row read:
+    no per-sample conversion; PNG/JPEG samples are decoded), or with ``image_dtype="float32"``
+    a float32 tensor in ``[0, 1]`` (``uint8 / 255``). ``label`` is the float32 ``[K]`` mixed
+    class distribution, ready for a soft-target loss. uint8 is a quarter of float32's bytes
+    through the loader; normalize on the device, as ``cutmix_train``'s models do in their first
+    layer (they take uint8 and float input alike).
 
     Before streaming opens it, the dataset's ``index.json`` and manifest are checked against
     each other (file names inside the dataset, sample counts, epochs, batch size, columns), a
@@ -117,7 +174,8 @@ class PremixedDataset(StreamingDataset):
         shuffle_seed: streaming's shuffle seed.
         batch_size: the per-rank batch size of the loader, which streaming uses to partition
             samples for deterministic resumption.
-        transform: applied to the image tensor.
+        transform: applied to the image tensor (uint8, or float32 with ``image_dtype``).
+        image_dtype: ``"uint8"`` (the stored pixels) or ``"float32"`` (scaled to ``[0, 1]``).
         validate_hash: the hash (recorded in the index) that downloaded shards are checked
             against; ``None`` skips the check.
         **kwargs: passed to ``StreamingDataset`` (not ``streams`` or ``split``: one dataset).
@@ -127,7 +185,8 @@ class PremixedDataset(StreamingDataset):
         manifest: the checked manifest.
 
     Raises:
-        ValueError: if the dataset is unreadable, names files outside itself, or its manifest
+        ValueError: if ``image_dtype`` is not one of ``IMAGE_DTYPES``; if the dataset is
+            unreadable, names files outside itself, or its manifest
             disagrees with its index or its groups; :class:`CorruptShardError` for a local shard
             whose size is not its index's.
 
@@ -145,8 +204,11 @@ class PremixedDataset(StreamingDataset):
         batch_size: int | None = None,
         transform: Callable[[torch.Tensor], Any] | None = None,
         validate_hash: str | None = "xxh64",
+        image_dtype: str = "uint8",
         **kwargs: Any,
     ) -> None:
+        if image_dtype not in IMAGE_DTYPES:
+            raise ValueError(f"image_dtype must be one of {', '.join(IMAGE_DTYPES)}, got {image_dtype!r}")
         for key in ("streams", "split"):
             if kwargs.get(key):
                 raise ValueError(f"PremixedDataset reads one dataset: pass its folder as remote "
@@ -184,7 +246,12 @@ class PremixedDataset(StreamingDataset):
             with open(os.path.join(self.streams[0].local, INDEX_NAME), "rb") as f:
                 if f.read() != index_bytes:
                     raise ValueError(f"{where} changed while it was being opened; open it again")
-        self.transform = transform
+        self.transform, self.image_dtype = transform, image_dtype
+        for shard in self.shards:  # raw rows: one record view per row instead of per-column copies
+            decoder = _FixedRowDecoder.for_columns(shard.column_names, shard.column_encodings,
+                                                   shard.column_sizes)
+            if decoder is not None:
+                shard.decode_sample = decoder
 
     def _shard_name(self, index: int) -> str:
         shard_id, _ = self.spanner[index % len(self)]
@@ -218,14 +285,16 @@ class PremixedDataset(StreamingDataset):
                 raise self._corrupt from None
             raise CorruptShardError(f"shard {self._shard_name(index)} of {self._where} is corrupt "
                                     f"or unreadable: sample {index}: {type(e).__name__}: {e}") from None
-        label = np.array(sample["label"], dtype=np.float32)
+        label = sample["label"]
+        if not (isinstance(label, np.ndarray) and label.dtype == np.float32 and label.flags.writeable):
+            label = np.array(label, dtype=np.float32)
         num_classes = self._layout.num_classes
         if not is_distribution(label, num_classes):
             raise CorruptShardError(
                 f"shard {self._shard_name(index)} of {self._where} is corrupt: sample {index}'s "
                 f"label is not a distribution over {num_classes} classes (finite, non-negative, "
                 "summing to 1); run `cutmix-writer verify` on it")
-        image = _image_tensor(sample["image"])
+        image = _image_tensor(sample["image"], self.image_dtype)
         if self.transform is not None:
             image = self.transform(image)
         return image, torch.from_numpy(label)

@@ -1,0 +1,130 @@
+"""The pre-mixed reading path: rows decoded as views, uint8 images by default, cheap batches.
+
+``tests/test_writer_dataset.py`` covers what ``PremixedDataset`` yields against the stored rows;
+this file covers how it gets there: the fixed-row decoder against streaming's own, rows that do
+not fit it, the dtype option, and the recipes' pre-mixed loader.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streaming.base.format import reader_from_json
+from streaming.base.util import clean_stale_shared_memory
+from test_writer_cli import read_samples, write
+
+from cutmix_train.config import DataConfig
+from cutmix_train.data import _premixed_loader
+from writer import PremixedDataset
+from writer.dataset import CorruptShardError, _FixedRowDecoder
+
+
+@pytest.fixture(autouse=True)
+def _fresh_shared_memory() -> None:
+    clean_stale_shared_memory()
+
+
+@pytest.fixture
+def dataset(cifar_root: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "raw"
+    write(cifar_root, out)
+    return out
+
+
+def _first_reader(out: Path):  # noqa: ANN202 (streaming's MDSReader)
+    index = json.loads((out / "index.json").read_text())
+    return reader_from_json(str(out), "", index["shards"][0])
+
+
+def test_the_row_decoder_gives_streamings_values_as_views_of_one_writable_row(dataset: Path) -> None:
+    reader = _first_reader(dataset)
+    decoder = _FixedRowDecoder.for_columns(reader.column_names, reader.column_encodings, reader.column_sizes)
+    assert decoder is not None
+    for i in (0, 7, 99):
+        data = reader.get_sample_data(i)
+        expected, got = reader.decode_sample(data), decoder(data)
+        assert list(got) == list(expected)
+        for name, value in expected.items():
+            assert type(got[name]) is type(value), name
+            np.testing.assert_array_equal(got[name], value)
+        # Every column is a view into one row buffer at its MDS offset: no per-column copies.
+        image, box = got["image"], got["box"]
+        assert image.flags.writeable and not image.flags.owndata
+        assert image.ctypes.data - box.ctypes.data == decoder.record.fields["image"][1]
+    size = decoder.record.itemsize  # 3,156 bytes: the image's 3,072 and 84 of the other columns
+    assert size == 3156
+    with pytest.raises(ValueError, match=f"a row has {size - 1} bytes; its columns need {size}"):
+        decoder(reader.get_sample_data(0)[:-1])
+
+
+def test_png_rows_keep_streamings_decoder_and_give_the_same_uint8_pixels(
+    cifar_root: Path, tmp_path: Path, dataset: Path
+) -> None:
+    png = tmp_path / "png"
+    write(cifar_root, png, "--encoding", "png")
+    reader = _first_reader(png)
+    assert _FixedRowDecoder.for_columns(reader.column_names, reader.column_encodings, reader.column_sizes) is None
+    raw_ds = PremixedDataset(local=str(dataset), batch_size=4)
+    png_ds = PremixedDataset(local=str(png), batch_size=4)
+    for i in (0, 50):
+        assert png_ds[i][0].dtype == torch.uint8
+        assert torch.equal(png_ds[i][0], raw_ds[i][0])
+
+
+def test_float32_option_is_the_uint8_pixels_over_255(dataset: Path) -> None:
+    as_uint8 = PremixedDataset(local=str(dataset), batch_size=4)
+    as_float = PremixedDataset(local=str(dataset), batch_size=4, image_dtype="float32")
+    stored = read_samples(dataset)
+    for i in (3, 64):
+        image, _ = as_uint8[i]
+        assert torch.equal(image, torch.from_numpy(stored[i]["image"].copy()).permute(2, 0, 1))
+        scaled, _ = as_float[i]
+        assert scaled.dtype == torch.float32
+        assert torch.equal(scaled, image.float() / 255)
+        assert 0.0 <= float(scaled.min()) and float(scaled.max()) <= 1.0
+
+
+def test_a_bad_image_dtype_is_refused_by_name(dataset: Path) -> None:
+    with pytest.raises(ValueError, match="image_dtype must be one of uint8, float32, got 'float16'"):
+        PremixedDataset(local=str(dataset), batch_size=4, image_dtype="float16")
+
+
+def test_changing_a_yielded_image_changes_neither_the_shard_nor_the_next_read(dataset: Path) -> None:
+    zeroing = PremixedDataset(local=str(dataset), batch_size=4, transform=lambda x: x.zero_())
+    plain = PremixedDataset(local=str(dataset), batch_size=4)
+    before = plain[5][0].clone()
+    assert int(zeroing[5][0].sum()) == 0
+    assert torch.equal(plain[5][0], before) and int(before.sum()) > 0
+
+
+def test_a_row_of_the_wrong_length_is_a_corrupt_shard(dataset: Path) -> None:
+    # Move the boundary between rows 10 and 11 by one byte: the file keeps its size (so the
+    # open-time size check passes), and both rows stop fitting the record.
+    shard = dataset / "shard.00000.mds"
+    data = bytearray(shard.read_bytes())
+    offsets = np.frombuffer(data, np.uint32, count=101, offset=4)  # a view: edits land in data
+    offsets[11] -= 1
+    shard.write_bytes(bytes(data))
+    ds = PremixedDataset(local=str(dataset), batch_size=4)
+    ds[9]
+    with pytest.raises(
+        CorruptShardError,
+        match=r"shard.00000.mds .*corrupt or unreadable: sample 10: "
+        r"ValueError: a row has 3155 bytes",
+    ):
+        ds[10]
+
+
+def test_the_recipes_premixed_loader_gives_uint8_batches_of_the_datasets_items(dataset: Path) -> None:
+    cfg = DataConfig(dataset="premixed", local=str(dataset))
+    images, labels = next(iter(_premixed_loader(cfg, 16)))
+    assert images.dtype == torch.uint8 and images.shape == (16, 3, 32, 32) and images.is_contiguous()
+    assert labels.dtype == torch.float32 and labels.shape == (16, 10)
+    clean_stale_shared_memory()
+    ds = PremixedDataset(local=str(dataset), batch_size=16)
+    for i in (0, 15):
+        assert torch.equal(images[i], ds[i][0]) and torch.equal(labels[i], ds[i][1])
