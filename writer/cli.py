@@ -19,7 +19,7 @@ import click
 from cutmix_algo.sampling import check_alpha
 from writer.encode import ENCODINGS
 from writer.errors import WriterError
-from writer.manifest import DEFAULT_SIZE_LIMIT, INDEX_NAME, PremixConfig, build_manifest
+from writer.manifest import DEFAULT_SIZE_LIMIT, INDEX_NAME, MODES, PremixConfig, build_manifest
 from writer.merge import group_name, merge_groups
 from writer.pool import default_workers
 from writer.premix import Schedule
@@ -123,7 +123,7 @@ def main() -> None:
 @click.option("--alpha", type=float, default=1.0, show_default=True, callback=_alpha,
               help="Beta(alpha, alpha) parameter for λ.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
-              help="Images sharing one λ and one box.")
+              help="Images per batch: one permutation, and one λ and box in batch mode.")
 @click.option("--epochs", type=click.IntRange(min=1, max=2**31 - 1), default=1, show_default=True,
               help="Passes over the source (the epoch column is int32).")
 @click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=0, show_default=True,
@@ -131,6 +131,8 @@ def main() -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes that mix and encode [default: all CPUs].")
 @click.option("--encoding", type=click.Choice(ENCODINGS), default="raw", show_default=True)
+@click.option("--mode", type=click.Choice(MODES), default="batch", show_default=True,
+              help="batch: one λ and box per batch (the paper's); sample: one per image.")
 @click.option("--compression", default=None, callback=_compression,
               help="Shard compression, e.g. zstd [default: none].")
 @click.option("--size-limit", type=click.IntRange(min=1 << 10, max=(1 << 32) - 1),
@@ -156,7 +158,7 @@ def main() -> None:
               show_default=True, help="s3://: seconds to wait to connect and for each read.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def write(source: str, split: str, out: str, alpha: float, batch_size: int, epochs: int,
-          seed: int, workers: int | None, encoding: str, compression: str | None,
+          seed: int, workers: int | None, encoding: str, mode: str, compression: str | None,
           size_limit: int, overwrite: bool, image_size: int | None, image_column: str,
           label_column: str, num_classes: int | None, num_groups: int | None,
           group: int | None, retry: int, timeout: float, progress: bool) -> None:
@@ -168,7 +170,7 @@ def write(source: str, split: str, out: str, alpha: float, batch_size: int, epoc
     """
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        _write(source, split, out, alpha, batch_size, epochs, seed, workers, encoding,
+        _write(source, split, out, alpha, batch_size, epochs, seed, workers, encoding, mode,
                compression, size_limit, overwrite, image_size,
                {"image_column": image_column, "label_column": label_column,
                 "num_classes": num_classes},
@@ -178,7 +180,7 @@ def write(source: str, split: str, out: str, alpha: float, batch_size: int, epoc
 
 
 def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epochs: int,
-           seed: int, workers: int | None, encoding: str, compression: str | None,
+           seed: int, workers: int | None, encoding: str, mode: str, compression: str | None,
            size_limit: int, overwrite: bool, image_size: int | None, mds_options: dict,
            num_groups: int | None, group: int | None, retry: int, timeout: float,
            progress: bool) -> None:
@@ -203,7 +205,8 @@ def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epo
         if existing:
             destination.check_replaceable()  # before loading, so a refusal comes at once
         images = _load(source, split, image_size, **mds_options)
-        config = PremixConfig(alpha, batch_size, epochs, seed, encoding, compression, size_limit)
+        config = PremixConfig(alpha, batch_size, epochs, seed, encoding, compression, size_limit,
+                              mode)
         schedule = Schedule(len(images), batch_size, epochs)
         start, stop, group_info = 0, schedule.total_batches, None
         if num_groups is not None:
