@@ -1,9 +1,10 @@
 """Applying CutMix to tensors: paste the box in place, mix the targets by the kept fraction.
 
 Layout: images are ``(N, C, H, W)`` or videos ``(N, C, T, H, W)``; rows are dim -2 (H), columns
-dim -1 (W). Only the box region is read and written, so the cost is about four times the box's
-bytes (read the permuted region, write a temporary, read it, write the box), never a whole-batch
-copy.
+dim -1 (W). In batch mode only the box region is read and written, never a whole-batch copy: on
+CPU for large regions each image's region is copied once along the permutation's cycles (about
+twice the box's bytes, see :mod:`cutmix_algo.paste`), otherwise through one ``index_select``
+(about four times). Sample mode and MixUp need one batch-sized temporary, the permuted batch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from cutmix_algo.paste import permute_batch_
 from cutmix_algo.sampling import (
     Box,
     CutMixParams,
@@ -77,9 +79,7 @@ def paste_box_(x: torch.Tensor, box: Box, perm: torch.Tensor) -> torch.Tensor:
     top, left, bottom, right = box
     if bottom <= top or right <= left:
         return x
-    from cutmix_algo.paste import permute_batch_  # how the bytes move (cycle walk or index_select)
-
-    permute_batch_(x[..., top:bottom, left:right], perm)
+    permute_batch_(x[..., top:bottom, left:right], perm)  # how the bytes move: see cutmix_algo.paste
     return x
 
 
