@@ -28,8 +28,8 @@ from cutmix_algo.sampling import (
     check_alpha,
     check_int,
     check_minmax,
-    derive_generator,
     label_lam,
+    online_generator,
     sample_lam,
     sample_params,
     sample_row_params,
@@ -50,7 +50,7 @@ def batch_generator(state: State, seed: int | None, *stream: int) -> torch.Gener
     ``stream`` keys give other per-batch draws (augmentation, say) a sequence of their own.
     """
     seed = int(state.rank_zero_seed) if seed is None else seed
-    return derive_generator(seed, dist.get_global_rank(), int(state.timestamp.batch.value), *stream)
+    return online_generator(seed, dist.get_global_rank(), int(state.timestamp.batch.value), *stream)
 
 
 class DenseTargetMetric(Metric):
