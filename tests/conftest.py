@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 CIFAR_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -107,3 +110,24 @@ def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
         Bucket=name
     )
     return name
+
+
+class Allocations(TorchDispatchMode):
+    """A dispatch-mode recorder: ``(op, numel)`` of every new tensor an aten op returns.
+
+    Views and in-place results (outputs sharing an input's storage) are not counted, so a test can
+    assert that no batch-sized tensor was made: ``with Allocations() as seen: ...; seen.numels``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numels: list[tuple[str, int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        storages = {a.untyped_storage().data_ptr() for a in inputs}
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in storages:
+                self.numels.append((str(func), t.numel()))
+        return out

@@ -20,10 +20,9 @@ from composer.algorithms import ProgressiveResizing
 from composer.core import Callback, Event, State
 from composer.loggers import Logger
 from composer.models import ComposerClassifier, ComposerModel
+from conftest import Allocations
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from cutmix_algo import CutMix, cutmix_batch, derive_generator, mix_targets, sample_params
@@ -138,23 +137,6 @@ def test_inplace_false_always_copies() -> None:
     assert algo.last_inplace is False
 
 
-class _Allocations(TorchDispatchMode):
-    """Records the size of every new tensor an aten op returns (views and in-place results not)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.numels: list[tuple[str, int]] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
-        storages = {a.untyped_storage().data_ptr() for a in inputs}
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in storages:
-                self.numels.append((str(func), t.numel()))
-        return out
-
-
 class _RecordedCutMix(CutMix):
     """CutMix whose batch mixing runs under the allocation recorder."""
 
@@ -167,7 +149,7 @@ class _RecordedCutMix(CutMix):
         if event != Event.AFTER_DATALOADER:
             return super().apply(event, state, logger)
         self.batch_numel = state.batch_get_item(0).numel()
-        with _Allocations() as rec:
+        with Allocations() as rec:
             super().apply(event, state, logger)
         self.seen += rec.numels
 

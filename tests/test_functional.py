@@ -9,10 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import Allocations
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from cutmix_algo import cutmix_batch
 from cutmix_algo.sampling import label_grid_bits, label_lam
@@ -168,35 +167,18 @@ def test_strided_view_leaves_its_base_alone():
     assert torch.equal(base[..., 2:12], pristine[[1, 2, 3, 0]][..., 2:12])
 
 
-class _Allocations(TorchDispatchMode):
-    """Records the size of every new tensor an aten op returns (views and in-place results not)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.numels: list[tuple[str, int]] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
-        storages = {a.untyped_storage().data_ptr() for a in inputs}
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in storages:
-                self.numels.append((str(func), t.numel()))
-        return out
-
-
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_no_whole_batch_copy(layout):
     """Only the box region is read and written: no op ever makes a batch-sized tensor."""
     x = lay_out(random_batch((6, 3, 20, 24), torch.float32, 1), layout)
     y = torch.randint(10, (6,))
-    with _Allocations() as seen:
+    with Allocations() as seen:
         cutmix_batch(x, y, num_classes=10, box=(2, 3, 17, 20), perm=torch.tensor([5, 4, 3, 2, 1, 0]))
     assert seen.numels, "the dispatch mode saw no ops"
     biggest = max(seen.numels, key=lambda e: e[1])
     assert biggest[1] <= 6 * 3 * 15 * 17, biggest
     # And the sampling path too.
-    with _Allocations() as seen:
+    with Allocations() as seen:
         cutmix_batch(x, alpha=0.3, generator=torch.Generator().manual_seed(0))
     assert max(e[1] for e in seen.numels) < x.numel()
 
