@@ -20,7 +20,7 @@ from test_writer_cli import read_samples, write
 from cutmix_train.config import DataConfig
 from cutmix_train.data import _premixed_loader
 from writer import PremixedDataset
-from writer.dataset import CorruptShardError, _FixedRowDecoder
+from writer.dataset import CorruptShardError, _FixedRowDecoder, _OpenShards
 
 
 @pytest.fixture(autouse=True)
@@ -128,3 +128,32 @@ def test_the_recipes_premixed_loader_gives_uint8_batches_of_the_datasets_items(d
     ds = PremixedDataset(local=str(dataset), batch_size=16)
     for i in (0, 15):
         assert torch.equal(images[i], ds[i][0]) and torch.equal(labels[i], ds[i][1])
+
+
+def test_rows_read_ahead_in_order_are_the_stored_rows_and_a_reread_is_fresh(dataset: Path) -> None:
+    ds = PremixedDataset(local=str(dataset), batch_size=4)
+    stored = read_samples(dataset)
+    for i in range(len(ds)):  # in order: read 64 rows at a time, across a read's end
+        image, label = ds[i]
+        assert torch.equal(image, torch.from_numpy(stored[i]["image"].copy()).permute(2, 0, 1)), i
+        assert torch.equal(label, torch.from_numpy(stored[i]["label"].copy())), i
+    ds[10][0].zero_()  # a yielded tensor changed in place ...
+    assert torch.equal(ds[10][0], torch.from_numpy(stored[10]["image"].copy()).permute(2, 0, 1))
+    assert int(ds[11][0].sum()) == int(stored[11]["image"].sum())  # ... changes no other read
+
+
+def test_open_shards_beyond_the_descriptor_limit_still_read_right(cifar_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "small"
+    write(cifar_root, out, "--size-limit", 20_000)  # 6 rows a shard: 17 shards
+    index = json.loads((out / "index.json").read_text())
+    assert len(index["shards"]) > 3
+    files = _OpenShards(limit=2, readahead=4)
+    readers = [reader_from_json(str(out), "", info) for info in index["shards"]]
+    for i in (0, 1, 2, 3):
+        for shard, reader in zip(index["shards"], readers, strict=True):
+            path = str(out / shard["raw_data"]["basename"])
+            assert bytes(files.row(path, i)) == reader.get_sample_data(i)
+    assert len(files._files) == 2
+    ds = PremixedDataset(local=str(out), batch_size=4)
+    stored = read_samples(out)
+    assert all(torch.equal(ds[i][1], torch.from_numpy(stored[i]["label"].copy())) for i in range(len(ds)))

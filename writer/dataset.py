@@ -90,11 +90,102 @@ class _FixedRowDecoder:
             fields.append((name, dtype, shape))
         return cls(list(names), np.dtype(fields))
 
-    def __call__(self, data: bytes) -> dict[str, Any]:
+    def __call__(self, data: bytes | bytearray | memoryview) -> dict[str, Any]:
         if len(data) != self.record.itemsize:
             raise ValueError(f"a row has {len(data)} bytes; its columns need {self.record.itemsize}")
-        row = np.frombuffer(bytearray(data), dtype=self.record, count=1)[0]
+        buffer = data if isinstance(data, (bytearray, memoryview)) else bytearray(data)  # writable
+        row = np.frombuffer(buffer, dtype=self.record, count=1)[0]
         return {name: row[name] for name in self.names}
+
+
+class _OpenShards:
+    """The shard files this process reads rows from, kept open (at most ``limit``, LRU).
+
+    Streaming's ``MDSReader.get_sample_data`` opens the shard for every sample: an open, two
+    seeks, two reads and a close, each releasing the GIL, which on a busy machine streaming's
+    own download threads then hold. Here a shard's offset table is read once when it is
+    opened and a row is one ``preadv`` into a fresh ``bytearray`` (the buffer the decoder's
+    views alias: no copy). Rows asked for in order (streaming's unshuffled order, and its
+    shuffles' runs within a shard) are read ``readahead`` at a time, each row of such a read
+    handed out once, so a caller changing a yielded tensor in place never changes another
+    read. A missing file still raises ``FileNotFoundError``, which is how streaming learns
+    to download it. Descriptors are not inherited by pickling (spawned loader workers open
+    their own); forked ones share them, which ``pread`` allows.
+    """
+
+    def __init__(self, limit: int = 64, readahead: int = 64) -> None:
+        self.limit, self.readahead = limit, readahead
+        self._files: dict[str, _ShardFile] = {}  # path -> open shard, least recently used first
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"limit": self.limit, "readahead": self.readahead, "_files": {}}
+
+    def __del__(self) -> None:
+        for shard in self._files.values():
+            os.close(shard.fd)
+
+    def row(self, path: str, index: int) -> memoryview:
+        """The bytes of row ``index`` of the shard at ``path``, writable and not shared."""
+        shard = self._files.pop(path, None)
+        if shard is None:
+            shard = self._open(path)
+        self._files[path] = shard  # most recently used last
+        offsets = shard.offsets
+        if not 0 <= index < len(offsets) - 1:
+            raise IndexError(f"row {index} is not in {os.path.basename(path)} "
+                             f"({len(offsets) - 1} rows)")
+        if not shard.first < index < shard.stop or index != shard.last + 1:
+            # Not the next row of the last read: read from here, ahead only if in order.
+            stop = min(index + self.readahead, len(offsets) - 1) if index == shard.last + 1 else index + 1
+            begin, end = int(offsets[index]), int(offsets[stop])
+            buffer = bytearray(max(end - begin, 0))
+            got = os.preadv(shard.fd, [buffer], begin)
+            if got != len(buffer):
+                raise ValueError(f"rows {index} to {stop - 1} of {os.path.basename(path)} end "
+                                 f"after the file ({got} of {len(buffer)} bytes)")
+            shard.buffer, shard.first, shard.stop = memoryview(buffer), index, stop
+        shard.last = index
+        base = int(offsets[shard.first])
+        return shard.buffer[int(offsets[index]) - base:int(offsets[index + 1]) - base]
+
+    def _open(self, path: str) -> _ShardFile:
+        while len(self._files) >= self.limit:
+            os.close(self._files.pop(next(iter(self._files))).fd)
+        fd = os.open(path, os.O_RDONLY)  # FileNotFoundError: streaming downloads it and retries
+        try:
+            head = os.pread(fd, 4, 0)
+            if len(head) != 4:
+                raise ValueError(f"{os.path.basename(path)} is shorter than its header")
+            count = int(np.frombuffer(head, np.uint32)[0])
+            table = os.pread(fd, 4 * (count + 1), 4)
+            if len(table) != 4 * (count + 1):
+                raise ValueError(f"{os.path.basename(path)} is shorter than its offset table")
+        except BaseException:
+            os.close(fd)
+            raise
+        offsets = np.frombuffer(table, np.uint32).astype(np.int64)
+        if (np.diff(offsets) < 0).any():
+            os.close(fd)
+            raise ValueError(f"{os.path.basename(path)}'s row offsets are not in order")
+        return _ShardFile(fd, offsets)
+
+
+class _ShardFile:
+    """An open shard: its descriptor, offset table, and the rows of its last read."""
+
+    def __init__(self, fd: int, offsets: np.ndarray) -> None:
+        self.fd, self.offsets = fd, offsets
+        self.buffer, self.first, self.stop, self.last = memoryview(b""), -1, -1, -2
+
+
+class _ShardRows:
+    """``MDSReader.get_sample_data`` for one shard, through a shared :class:`_OpenShards`."""
+
+    def __init__(self, path: str, files: _OpenShards) -> None:
+        self.path, self.files = path, files
+
+    def __call__(self, index: int) -> memoryview:
+        return self.files.row(self.path, index)
 
 
 def _image_tensor(image: Any, dtype: str) -> torch.Tensor:
@@ -247,11 +338,18 @@ class PremixedDataset(StreamingDataset):
                 if f.read() != index_bytes:
                     raise ValueError(f"{where} changed while it was being opened; open it again")
         self.transform, self.image_dtype = transform, image_dtype
-        for shard in self.shards:  # raw rows: one record view per row instead of per-column copies
+        # Raw rows: one read into one buffer, one record view of it, instead of streaming's
+        # open per sample and copy per column. Not with a cache limit: an evicted shard's
+        # descriptor would hold its disk space.
+        files = _OpenShards()
+        for shard in self.shards:
             decoder = _FixedRowDecoder.for_columns(shard.column_names, shard.column_encodings,
                                                    shard.column_sizes)
             if decoder is not None:
                 shard.decode_sample = decoder
+                if not self.cache_limit:
+                    path = os.path.join(shard.dirname, shard.split, shard.raw_data.basename)
+                    shard.get_sample_data = _ShardRows(path, files)
 
     def _shard_name(self, index: int) -> str:
         shard_id, _ = self.spanner[index % len(self)]
