@@ -157,3 +157,28 @@ def test_open_shards_beyond_the_descriptor_limit_still_read_right(cifar_root: Pa
     ds = PremixedDataset(local=str(out), batch_size=4)
     stored = read_samples(out)
     assert all(torch.equal(ds[i][1], torch.from_numpy(stored[i]["label"].copy())) for i in range(len(ds)))
+
+
+@pytest.mark.parametrize(
+    ("values", "ok"),
+    [
+        ([0.25, 0.75, 0.0], True),
+        ([0.0, 1.0, 0.0], True),
+        ([np.nan, 0.5, 0.5], False),
+        ([0.5, np.nan, 0.5], False),
+        ([0.5, 0.5, np.nan], False),
+        ([np.inf, 0.0, 0.0], False),
+        ([1.0, np.inf, -np.inf], False),
+        ([-np.inf, 1.0, 1.0], False),
+        ([-0.25, 1.25, 0.0], False),
+        ([0.5, 0.4, 0.0], False),
+        ([1e30, -1e30, 1.0], False),
+    ],
+)
+def test_the_per_sample_label_check_refuses_what_is_not_a_distribution(values: list[float], ok: bool) -> None:
+    from writer.integrity import is_distribution
+
+    label = np.array(values, dtype=np.float32)
+    assert is_distribution(label, 3) is ok
+    assert is_distribution(label, 4) is False
+    assert is_distribution(np.zeros(0, np.float32), 0) is False
