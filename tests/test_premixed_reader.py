@@ -182,3 +182,25 @@ def test_the_per_sample_label_check_refuses_what_is_not_a_distribution(values: l
     assert is_distribution(label, 3) is ok
     assert is_distribution(label, 4) is False
     assert is_distribution(np.zeros(0, np.float32), 0) is False
+
+
+def test_iterating_local_shards_never_takes_the_cache_lock(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streaming.base.dataset as streaming_dataset
+    from filelock import FileLock
+
+    acquired = []
+
+    class CountingFileLock(FileLock):
+        """The real lock, counting acquisitions (streaming makes a new one per call)."""
+
+        def acquire(self, *args: object, **kwargs: object) -> object:
+            acquired.append(1)
+            return super().acquire(*args, **kwargs)
+
+    monkeypatch.setattr(streaming_dataset, "FileLock", CountingFileLock)
+    ds = PremixedDataset(local=str(dataset), batch_size=4)
+    samples = list(iter(ds))
+    # streaming takes it about a dozen times to start an epoch, and its prepare_shard once per sample
+    assert len(samples) == 100 and len(acquired) < 25
+    stored = read_samples(dataset)
+    assert all(torch.equal(label, torch.from_numpy(stored[i]["label"].copy())) for i, (_, label) in enumerate(samples))

@@ -17,12 +17,14 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from streaming import StreamingDataset
+from streaming.base.dataset import _ShardState
 
 from writer.errors import WriterError
 from writer.integrity import Layout, check_layout, check_merged_groups, is_distribution
@@ -357,7 +359,17 @@ class PremixedDataset(StreamingDataset):
         return (shard.zip_data or shard.raw_data).basename
 
     def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
-        """Streaming's download of a shard, with a checksum failure named as a corrupt shard."""
+        """Streaming's download of a shard, with a checksum failure named as a corrupt shard.
+
+        Streaming's download thread calls this for every sample, and each call takes the cache's
+        file lock (an open, two flocks and a close) even when the shard is long since local;
+        that cost more than reading the sample. Without a cache limit nothing evicts a local
+        shard, so its state can be read without the lock, as streaming's own ``get_item`` reads
+        and touches it (streaming is pinned: ``_shard_states`` is its internal).
+        """
+        if not self.cache_limit and self._shard_states[shard_id] == _ShardState.LOCAL:
+            self._shard_access_times[shard_id] = time.time_ns()
+            return
         try:
             super().prepare_shard(shard_id, blocking)
         except ValueError as e:
