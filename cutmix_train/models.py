@@ -10,7 +10,8 @@ subsampled with stride 2 and zero-padded in channels, so every shortcut is param
 
 Inputs are normalized inside the model (:class:`InputNormalize`), so the same model takes the
 uint8 batches of the training pipeline, the uint8 eval batches (which no algorithm touches) and
-the float pre-mixed batches, and an exported model carries its preprocessing.
+the pre-mixed batches (uint8, or float with ``image_dtype="float32"``), and an exported model
+carries its preprocessing.
 """
 
 from __future__ import annotations
