@@ -1,28 +1,37 @@
-"""ResNet-20 training throughput with and without online CutMix, and the input pipeline alone.
+"""ResNet-20 training throughput: without CutMix, online CutMix, pre-mixed shards; input pipelines.
 
-Three measurements on CIFAR-shaped random data held in memory as uint8 (50,000 x 3 x 32 x 32 by
-default; no download):
+Measurements on CIFAR-shaped random data (no download): held in memory as uint8 (50,000 x 3 x
+32 x 32 by default), and the same kind of images pre-mixed by ``cutmix-writer``'s library into
+local raw MDS shards in a temporary folder (10,000 by default, one epoch), read back by the
+recipes' own pre-mixed loader (``PremixedDataset`` + ``StreamingDataLoader``):
 
 * **training**: Composer ``Trainer`` steps of ResNet-20 (the recipes' model, on-device
-  augmentation, SGD), once without and once with ``cutmix_algo.CutMix``; reported: median step
-  time and samples/s. Runs alternate (baseline, CutMix, baseline, CutMix, ...) so drifting load
-  from other processes spreads over both.
+  augmentation, SGD): without CutMix, with ``cutmix_algo.CutMix`` online, and on the pre-mixed
+  shards; reported: median step time (BATCH_START to BATCH_END) and median iteration time
+  (BATCH_END to BATCH_END: the loader's fetch and the on-device augmentation and CutMix
+  included), with samples/s. Runs alternate, in an order rotated each repeat (baseline,
+  CutMix, pre-mixed; CutMix, pre-mixed, baseline; ...), so that drifting load from other
+  processes and the first run's warm-up spread over all three.
 * **CutMix's own cost**: CutMix's ``AFTER_DATALOADER`` work timed inside the same runs (a timing
   wrapper around the algorithm), as a share of the median step time. On a shared machine this is
   the robust number: the end-to-end difference of two noisy medians is not.
 * **input pipeline**: the dataloader plus on-device augmentation and normalization, without the
-  model: images/s.
+  model: images/s, for the in-memory loader and for the pre-mixed one, alternating, and each
+  loader alone; the ratio pre-mixed / in-memory. The in-memory row leaves out the online
+  CutMix call, which only the in-memory side would pay: the comparison favours it.
 
 Usage: ``python bench/train.py [--steps 30] [--warmup 5] [--repeats 2] [--batch-size 128]
-[--device auto|cpu|gpu] [--threads N]``
+[--images 50000] [--premixed-images 10000] [--device auto|cpu|gpu] [--threads N]``
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +48,8 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from cutmix_algo import CutMix  # noqa: E402
 from cutmix_train.augment import DeviceAugment, augment_before_mixing, random_crop_flip  # noqa: E402
-from cutmix_train.data import STATS, ImageBatchDataset, already_batched  # noqa: E402
+from cutmix_train.config import DataConfig  # noqa: E402
+from cutmix_train.data import STATS, ImageBatchDataset, _premixed_loader, already_batched  # noqa: E402
 from cutmix_train.models import InputNormalize, build_model  # noqa: E402
 
 
@@ -49,11 +59,17 @@ def _sync(device: str) -> None:
 
 
 class StepTimer(Callback):
-    """Wall time of each training batch, BATCH_START to BATCH_END (device synchronized)."""
+    """Wall time of each training batch, BATCH_START to BATCH_END (device synchronized).
+
+    ``ends`` holds every BATCH_END's time too: the intervals between them are whole iterations,
+    the dataloader's fetch and the ``AFTER_DATALOADER`` algorithms (augmentation, CutMix)
+    included, which is what differs between online and pre-mixed training.
+    """
 
     def __init__(self, device: str) -> None:
         self.device = device
         self.times: list[float] = []
+        self.ends: list[float] = []
         self._start = 0.0
 
     def batch_start(self, state: State, logger: Logger) -> None:
@@ -62,7 +78,9 @@ class StepTimer(Callback):
 
     def batch_end(self, state: State, logger: Logger) -> None:
         _sync(self.device)
-        self.times.append(time.perf_counter() - self._start)
+        now = time.perf_counter()
+        self.times.append(now - self._start)
+        self.ends.append(now)
 
 
 class Timed(Algorithm):
@@ -99,7 +117,29 @@ def make_loader(num_images: int, batch_size: int, seed: int = 0) -> DataLoader:
     )  # fmt: skip
 
 
-def train_run(loader: DataLoader, args: argparse.Namespace, cutmix: bool) -> dict[str, Any]:
+def write_premixed_shards(folder: str, num_images: int, batch_size: int, seed: int = 0) -> str:
+    """Pre-mix CIFAR-shaped random images into raw MDS shards in ``folder`` (one epoch)."""
+    from writer.manifest import PremixConfig, build_manifest
+    from writer.sources import ImageSet
+    from writer.store import Destination
+    from writer.write import write_premixed
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8)
+    source = ImageSet(images, rng.integers(0, 10, num_images), [f"class{i}" for i in range(10)])
+    config = PremixConfig(batch_size=batch_size)
+    manifest = build_manifest(source, config, source_spec="bench", split="train")
+    out = os.path.join(folder, "premixed")
+    write_premixed(source, Destination(out), config, manifest, workers=1, progress=False)
+    return out
+
+
+def make_premixed_loader(shards: str, batch_size: int) -> Any:
+    """The recipes' pre-mixed train loader (``data.dataset=premixed``) over local shards."""
+    return _premixed_loader(DataConfig(dataset="premixed", local=shards), batch_size)
+
+
+def train_run(loader: Any, args: argparse.Namespace, cutmix: bool) -> dict[str, Any]:
     """Time ``args.warmup + args.steps`` training steps; the warmup steps are dropped."""
     mean, std = STATS["cifar10"]
     model = build_model("resnet20", 10, mean, std)
@@ -126,32 +166,39 @@ def train_run(loader: DataLoader, args: argparse.Namespace, cutmix: bool) -> dic
     trainer.close()
     steps = timer.times[args.warmup :]
     mixes = timed.times[args.warmup :] if timed is not None else []
-    return {"steps": steps, "mixes": mixes}
+    iterations = [b - a for a, b in zip(timer.ends[args.warmup - 1 : -1], timer.ends[args.warmup :], strict=True)]
+    return {"steps": steps, "mixes": mixes, "iterations": iterations}
 
 
-def pipeline_images_per_second(loader: DataLoader, args: argparse.Namespace) -> float:
-    """Images/s through the dataloader, the device copy, crop+flip and normalization alone."""
+def pipeline_images_per_second(loader: Any, args: argparse.Namespace, device_work: bool = True) -> float:
+    """Images/s through the dataloader, then (``device_work``) the device copy, crop+flip, normalize."""
     device = torch.device("cuda" if args.device == "gpu" else "cpu")
     mean, std = STATS["cifar10"]
     normalize = InputNormalize(mean, std).to(device)
     generator = torch.Generator().manual_seed(0)
     total, batches = 0, 0
     limit = args.warmup + args.steps * 4
-    start = 0.0
-    while batches < limit:
+    start, end = 0.0, None
+    while end is None:
+        passed = batches
         for images, labels in loader:
+            if end is not None:
+                continue  # untimed: the epoch ends, and streaming's threads with it
             if batches == args.warmup:
                 _sync(args.device)
                 start, total = time.perf_counter(), 0
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            normalize(random_crop_flip(images, 4, True, generator))
+            if device_work:
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                normalize(random_crop_flip(images, 4, True, generator))
             total += images.shape[0]
             batches += 1
             if batches >= limit:
-                break
-    _sync(args.device)
-    return total / (time.perf_counter() - start)
+                _sync(args.device)
+                end = time.perf_counter()
+        if end is None and batches == passed:
+            raise RuntimeError(f"the loader yielded no batch after {batches} (an empty epoch)")
+    return total / (end - start)
 
 
 def main() -> None:
@@ -161,6 +208,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternating baseline/CutMix run pairs")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--images", type=int, default=50_000, help="in-memory dataset size")
+    parser.add_argument("--premixed-images", type=int, default=10_000, help="images pre-mixed into shards")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
@@ -169,29 +217,67 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    loader = make_loader(args.images, args.batch_size)
-    runs: dict[bool, dict[str, list[float]]] = {False: {"steps": [], "mixes": []}, True: {"steps": [], "mixes": []}}
-    for _ in range(args.repeats):
-        for cutmix in (False, True):
-            result = train_run(loader, args, cutmix)
-            for key, values in result.items():
-                runs[cutmix][key].extend(values)
-    pipeline = pipeline_images_per_second(loader, args)
+    if args.premixed_images < (args.warmup + args.steps) * args.batch_size:
+        parser.error(f"--premixed-images must hold --warmup + --steps batches of {args.batch_size}")
+    load_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as folder:
+        loader = make_loader(args.images, args.batch_size)
+        premixed = make_premixed_loader(write_premixed_shards(folder, args.premixed_images, args.batch_size),
+                                        args.batch_size)  # fmt: skip
+        variants = {"base": (loader, False), "cutmix": (loader, True), "premixed": (premixed, False)}
+        runs: dict[str, dict[str, list[float]]] = {
+            name: {"steps": [], "mixes": [], "iterations": []} for name in variants
+        }
+        names = list(variants)
+        for repeat in range(args.repeats):
+            # Rotated each repeat, so that no variant always runs first (warm-up, drifting load).
+            for name in names[repeat % 3 :] + names[: repeat % 3]:
+                train_loader, cutmix = variants[name]
+                result = train_run(train_loader, args, cutmix)
+                for key, values in result.items():
+                    runs[name][key].extend(values)
+        rates: dict[str, list[float]] = {"online": [], "premixed": [], "online loader": [], "premixed loader": []}
+        for _ in range(args.repeats):
+            rates["online"].append(pipeline_images_per_second(loader, args))
+            rates["premixed"].append(pipeline_images_per_second(premixed, args))
+            rates["online loader"].append(pipeline_images_per_second(loader, args, device_work=False))
+            rates["premixed loader"].append(pipeline_images_per_second(premixed, args, device_work=False))
+    load_end = os.getloadavg()
+    pipeline, feed = statistics.median(rates["online"]), statistics.median(rates["premixed"])
 
-    base = statistics.median(runs[False]["steps"])
-    mixed = statistics.median(runs[True]["steps"])
-    mix = statistics.median(runs[True]["mixes"])
+    base = statistics.median(runs["base"]["steps"])
+    mixed = statistics.median(runs["cutmix"]["steps"])
+    pre = statistics.median(runs["premixed"]["steps"])
+    mix = statistics.median(runs["cutmix"]["mixes"])
+    per_iteration = {name: statistics.median(run["iterations"]) for name, run in runs.items()}
     bs = args.batch_size
     device_name = torch.cuda.get_device_name() if args.device == "gpu" else f"CPU, {torch.get_num_threads()} threads"
     print(f"ResNet-20, batch {bs}, CIFAR-shaped uint8 in memory, {device_name}; median of "
-          f"{len(runs[False]['steps'])} steps per row\n")  # fmt: skip
-    print("| run | median step ms | samples/s | CutMix ms/step | CutMix share of step |")
-    print("|---|---:|---:|---:|---:|")
-    print(f"| ResNet-20, no CutMix | {base * 1e3:.1f} | {bs / base:.0f} | – | – |")
-    print(f"| ResNet-20 + CutMix | {mixed * 1e3:.1f} | {bs / mixed:.0f} | {mix * 1e3:.3f} | {100 * mix / mixed:.2f}% |")
+          f"{len(runs['base']['steps'])} steps per row\n")  # fmt: skip
+    it = per_iteration
+    print("| run | median step ms | samples/s | CutMix ms/step | CutMix share of step | median iteration ms "
+          "(+ loader, augment) | samples/s |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| ResNet-20, no CutMix | {base * 1e3:.1f} | {bs / base:.0f} | – | – | {it['base'] * 1e3:.1f} "
+          f"| {bs / it['base']:.0f} |")  # fmt: skip
+    print(f"| ResNet-20 + CutMix | {mixed * 1e3:.1f} | {bs / mixed:.0f} | {mix * 1e3:.3f} | {100 * mix / mixed:.2f}% "
+          f"| {it['cutmix'] * 1e3:.1f} | {bs / it['cutmix']:.0f} |")  # fmt: skip
+    print(f"| ResNet-20, pre-mixed shards | {pre * 1e3:.1f} | {bs / pre:.0f} | – | – | {it['premixed'] * 1e3:.1f} "
+          f"| {bs / it['premixed']:.0f} |")  # fmt: skip
     print(f"\nend-to-end difference of medians: {100 * (mixed - base) / base:+.1f}% (noisy on a shared machine)")
     print(f"input pipeline alone (dataloader + device copy + crop/flip + normalize): {pipeline:,.0f} images/s "
           f"= {pipeline / (bs / base):.0f}x the training rate")  # fmt: skip
+    print(f"pre-mixed / online CutMix, median iteration: {it['premixed'] / it['cutmix']:.3f} (goal <= 1); "
+          f"median step alone: {pre / mixed:.3f}")  # fmt: skip
+    print(f"\ninput pipelines, median of {args.repeats} alternating runs (images/s):\n")
+    print("| pipeline | loader alone | + device copy, crop/flip, normalize |")
+    print("|---|---:|---:|")
+    print(f"| in-memory uint8 (online; its CutMix call not included) | "
+          f"{statistics.median(rates['online loader']):,.0f} | {pipeline:,.0f} |")  # fmt: skip
+    print(f"| pre-mixed shards (PremixedDataset + StreamingDataLoader) | "
+          f"{statistics.median(rates['premixed loader']):,.0f} | {feed:,.0f} |")  # fmt: skip
+    print(f"\npre-mixed / in-memory pipeline: {feed / pipeline:.2f} (goal >= 1); load average "
+          f"{load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end on {os.cpu_count()} cores")  # fmt: skip
     print(f"\ncommand: {shlex.join([sys.executable, *sys.argv])}")
 
 
