@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -118,9 +119,13 @@ class _OpenShards:
     def __init__(self, limit: int = 64, readahead: int = 64) -> None:
         self.limit, self.readahead = limit, readahead
         self._files: dict[str, _ShardFile] = {}  # path -> open shard, least recently used first
+        self._lock = threading.Lock()  # a read-ahead buffer is state: one reader at a time
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"limit": self.limit, "readahead": self.readahead, "_files": {}}
+        return {"limit": self.limit, "readahead": self.readahead}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["limit"], state["readahead"])
 
     def __del__(self) -> None:
         for shard in self._files.values():
@@ -128,6 +133,10 @@ class _OpenShards:
 
     def row(self, path: str, index: int) -> memoryview:
         """The bytes of row ``index`` of the shard at ``path``, writable and not shared."""
+        with self._lock:
+            return self._row(path, index)
+
+    def _row(self, path: str, index: int) -> memoryview:
         shard = self._files.pop(path, None)
         if shard is None:
             shard = self._open(path)
