@@ -184,7 +184,7 @@ def test_the_per_sample_label_check_refuses_what_is_not_a_distribution(values: l
     assert is_distribution(np.zeros(0, np.float32), 0) is False
 
 
-def test_iterating_local_shards_never_takes_the_cache_lock(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_iterating_local_shards_takes_no_cache_lock_per_sample(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import streaming.base.dataset as streaming_dataset
     from filelock import FileLock
 
