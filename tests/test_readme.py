@@ -38,6 +38,14 @@ NOT_RUN: list[tuple[str, str]] = [
      "tests/test_compare.py and tests/test_writer_cli.py"),
     (r"^make bench\b|bench/", "a benchmark: minutes of timed side-by-side runs, never a test (DEVELOPERS.md)"),
     (r"--nproc 8\b|-n 8\b|--world_size\b", "needs a node of 8 GPUs (or several nodes)"),
+    # Two processes under Composer's launcher cost half a minute of imports each; the suite runs
+    # these very commands once, where their output is checked in detail, not twice.
+    (r"^cutmix-train recipes/demo\.yaml --nproc 2$",
+     "run as written (with tiny overrides) by "
+     "tests/test_recipes_train.py::test_nproc_relaunches_under_composer_with_one_summary"),
+    (r"^composer -n 2 -m cutmix_train\.cli recipes/demo\.yaml --summary summary\.json$",
+     "run as written (with tiny overrides) by "
+     "tests/test_recipes_cli.py::test_summary_file_under_composer_launcher_holds_the_json"),
     (TEMPLATE := r"(^|\s)\.\.\.(\s|$)",
      "a template: `...` stands for the flags of the command above (its block is skipped whole)"),
 ]
