@@ -201,11 +201,14 @@ def main(
         resumed_from,
         summarize,
     )
+    from writer.errors import WriterError  # a pre-mixed dataset that is corrupt or inconsistent
 
     try:
         trainer = build_trainer(config)
     except RecipeError as e:
         raise click.ClickException(str(e)) from None
+    except WriterError as e:
+        raise click.ClickException(f"data: {e}") from None
     if dry_run:
         trainer.close()
         click.echo("recipe OK: trainer built", err=True)
@@ -254,6 +257,9 @@ def main(
     except FileExistsError as e:  # an earlier run's checkpoints in the way of this run's saves
         trainer.close()
         raise click.ClickException(f"checkpoint.save_folder: {e}") from None
+    except WriterError as e:  # a shard found corrupt while training (hash, length or labels)
+        trainer.close()
+        raise click.ClickException(f"data: {e}") from None
     result = summarize(trainer, config, start=start, wall_seconds=time.perf_counter() - began, resumed=resumed)
     result["this_invocation"]["already_complete"] = False
     trainer.close()
