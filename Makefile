@@ -20,5 +20,6 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/op.py
+	$(PY) bench/op_sample.py
 	$(PY) bench/train.py
 	$(PY) bench/write_shards.py
