@@ -343,10 +343,7 @@ class CutMix(Algorithm):
         if self._resolved_seed is None:
             self._resolved_seed = int(state.rank_zero_seed)
         if self._resolved_classes is None:
-            model = state.model
-            if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-                model = model.module  # under DDP the ComposerModel sits inside the wrapper
-            model_classes = getattr(model, "num_classes", None)
+            model_classes = getattr(_unwrapped(state.model), "num_classes", None)
             if isinstance(model_classes, (int, np.integer)) and not isinstance(model_classes, bool) \
                     and model_classes > 0:
                 self._resolved_classes = int(model_classes)
@@ -534,9 +531,7 @@ class CutMix(Algorithm):
         if self._permuted_target is None or self._loss_lam >= 1.0:
             return
         permuted = self._permuted_target[start:start + rows]
-        model = state.model.module if isinstance(state.model, torch.nn.parallel.DistributedDataParallel) \
-            else state.model
-        other = model.loss(state.outputs, _with_item(batch, self.target_key, permuted))
+        other = _unwrapped(state.model).loss(state.outputs, _with_item(batch, self.target_key, permuted))
         lam = self._loss_lam
         if isinstance(state.loss, dict):
             state.loss = {k: lam * v + (1.0 - lam) * other[k] for k, v in state.loss.items()}
@@ -593,6 +588,11 @@ def _outline(images: torch.Tensor, box: Any) -> None:
         images[i, :, bottom - 1, left:right] = color
         images[i, :, top:bottom, left] = color
         images[i, :, top:bottom, right - 1] = color
+
+
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The ComposerModel itself: under DDP it sits inside the wrapper."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 def _with_item(batch: Any, key: Any, value: torch.Tensor) -> Any:

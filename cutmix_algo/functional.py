@@ -248,18 +248,7 @@ def mix_targets(
             return paste_boxes_(target, box, perm)
         return paste_box_(target, box, perm)
     lam = label_lam(lam, exact_rows or max(target.shape[0], 1))
-    if isinstance(lam, torch.Tensor):
-        kept = lam.to(device=target.device, dtype=torch.float32, non_blocking=True).unsqueeze(1)
-        if target.ndim == 1:
-            if num_classes is None:
-                raise ValueError("num_classes is required to mix integer class labels")
-            labels = target.long()
-            out = torch.zeros(labels.shape[0], num_classes, dtype=torch.float32, device=labels.device)
-            out.scatter_(1, labels.unsqueeze(1), kept)
-            out.scatter_add_(1, labels.index_select(0, perm).unsqueeze(1), 1.0 - kept)
-            return out
-        kept = kept.to(target.dtype)
-        return target * kept + target.index_select(0, perm) * (1.0 - kept)
+    per_row = isinstance(lam, torch.Tensor)
     if target.ndim == 1:
         if num_classes is None:
             raise ValueError("num_classes is required to mix integer class labels")
@@ -268,11 +257,17 @@ def mix_targets(
         # λ and 1 - λ are multiples of 2**-k (see label_lam): each is exact in float32, each row
         # sums to exactly 1 and the batch to exactly N, so Composer's soft_cross_entropy, which
         # checks the batch total, neither warns nor rescales.
-        kept = torch.full((n, 1), lam, dtype=torch.float32, device=labels.device)
+        if per_row:
+            kept = lam.to(device=labels.device, dtype=torch.float32, non_blocking=True).unsqueeze(1)
+        else:
+            kept = torch.full((n, 1), lam, dtype=torch.float32, device=labels.device)
         out = torch.zeros(n, num_classes, dtype=torch.float32, device=labels.device)
         out.scatter_(1, labels.unsqueeze(1), kept)
         out.scatter_add_(1, labels.index_select(0, perm).unsqueeze(1), 1.0 - kept)
         return out
+    if per_row:
+        kept = lam.to(device=target.device, dtype=torch.float32, non_blocking=True).unsqueeze(1).to(target.dtype)
+        return target * kept + target.index_select(0, perm) * (1.0 - kept)
     return target.mul(lam).add_(target.index_select(0, perm), alpha=1.0 - lam)
 
 
