@@ -1,5 +1,5 @@
-"""writer.premix, writer.encode, writer.pool: the schedule, the mixing through cutmix_algo, the MDS row
-encoding and the worker pool."""
+"""writer.premix, writer.encode: the schedule, the mixing through cutmix_algo and the MDS row
+encoding (the pool and the shards: test_writer_shards.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from PIL import Image
 
 from cutmix_algo.sampling import EXACT_SUM_ROWS, ORDER_KEY, derive_generator, kept_fraction, label_lam, sample_params
 from writer.encode import column_encodings, encode_rows
-from writer.pool import iter_encoded
 from writer.premix import MixedBatch, Schedule, epoch_order, mix_batch
 from writer.sources import ImageSet, load_cifar10
 
@@ -102,15 +101,6 @@ def test_png_rows_decode_to_the_raw_pixels(source: ImageSet) -> None:
         size = int(np.frombuffer(row[:4], np.uint32)[0])
         png = row[4 + 20:4 + 20 + size]  # after the size header, box (16) and epoch (4)
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), mixed.images[i])
-
-
-def test_pool_workers_yield_the_same_rows_in_the_same_order(source: ImageSet) -> None:
-    schedule = Schedule(len(source), 8, 2)
-    kwargs = dict(seed=3, alpha=1.0, encoding="raw", start=2, stop=20)
-    one = [r for chunk in iter_encoded(source, schedule, workers=1, **kwargs) for r in chunk]
-    two = [r for chunk in iter_encoded(source, schedule, workers=2, **kwargs) for r in chunk]
-    assert len(one) == schedule.first_sample(20) - schedule.first_sample(2)
-    assert one == two
 
 
 @pytest.mark.parametrize("mode", ["batch", "sample"])

@@ -129,12 +129,12 @@ def test_cancelled_shard_jobs_log_no_traceback(tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     from concurrent.futures import Future
 
-    from writer.write import _row_writer
+    from writer.write import _index_writer
 
     # MDSWriter hands each staged shard to a thread pool; after a failure its queued jobs are
     # cancelled, and streaming's done-callback calls future.exception() on each, which raises
     # CancelledError: concurrent.futures logs that with a traceback above our one-line error.
-    writer = _row_writer(lambda name: None, out=str(tmp_path / "staging"), columns={"x": "int"})
+    writer = _index_writer(out=str(tmp_path / "staging"), columns={"x": "int"})
     future: Future = Future()
     future.add_done_callback(writer.exception_callback)
     future.cancel()

@@ -50,6 +50,11 @@ def _compression(ctx: click.Context, param: click.Parameter, value: str | None) 
         raise click.BadParameter(
             f"{value!r} is not one of streaming's compressions: "
             f"{', '.join(sorted(get_compressions()))}", ctx, param)
+    if value.split(":")[0] == "gz":
+        # gzip stores the time of compression in its header: no two writes would match.
+        raise click.BadParameter(
+            f"{value!r} writes the current time into every shard, so the output would not be "
+            "byte-reproducible; use zstd, bz2, br or snappy", ctx, param)
     return value
 
 

@@ -1,7 +1,7 @@
 """Encoding mixed batches into MDS sample rows: the exact bytes ``MDSWriter.encode_sample`` makes.
 
-Rows are encoded in the worker processes (:mod:`writer.pool`), a whole batch at once, so the
-parent only appends bytes and the output does not depend on the number of workers. A batch-mode
+Rows are encoded in the worker processes (:mod:`writer.pool`), a whole batch at once; raw rows
+are filled straight into one packed array per piece of work. A batch-mode
 batch has one ``lam`` and ``box`` for every row, a sample-mode batch one per row; the columns are
 the same (each row stores its own).
 """
@@ -16,7 +16,7 @@ from PIL import Image
 
 from writer.premix import MixedBatch
 
-__all__ = ["ENCODINGS", "column_encodings", "encode_rows"]
+__all__ = ["ENCODINGS", "column_encodings", "encode_batch", "encode_rows", "fill_raw_rows", "raw_record"]
 
 ENCODINGS = ("raw", "png", "jpeg")
 
@@ -40,14 +40,57 @@ def column_encodings(encoding: str, image_shape: Sequence[int], num_classes: int
     }
 
 
+def _layout(image_shape: Sequence[int], num_classes: int) -> tuple[list, list, list]:
+    """The fixed-size fields before and after the image, and the raw row's fields.
+
+    MDS lays out fixed-size columns sorted by name, in native byte order: a raw row is one packed
+    record of the fields back to back.
+    """
+    head = [("box", np.int32, (4,)), ("epoch", np.int32, ())]
+    tail = [
+        ("index_a", np.int64, ()),
+        ("index_b", np.int64, ()),
+        ("label", np.float32, (num_classes,)),
+        ("lam", np.float64, ()),
+    ]
+    return head, tail, head + [("image", np.uint8, tuple(int(d) for d in image_shape))] + tail
+
+
+def _values(batch: MixedBatch) -> dict[str, object]:
+    return {
+        "box": np.asarray(batch.box, dtype=np.int32),
+        "epoch": batch.epoch,
+        "image": batch.images,
+        "index_a": batch.index_a,
+        "index_b": batch.index_b,
+        "label": batch.labels,
+        "lam": batch.lam,
+    }
+
+
+def _fill(rows: np.ndarray, values: dict[str, object]) -> None:
+    for name in rows.dtype.names or ():
+        rows[name] = values[name]
+
+
 def _fixed_rows(fields: list[tuple[str, object, tuple[int, ...]]], values: dict[str, object],
                 n: int) -> np.ndarray:
-    # One packed record per sample; its bytes are the fields' bytes back to back, which is how
-    # MDS lays out fixed-size columns (sorted by name, native byte order).
-    rows = np.empty(n, dtype=np.dtype([(name, dtype, shape) for name, dtype, shape in fields]))
-    for name, _, _ in fields:
-        rows[name] = values[name]
+    rows = np.empty(n, dtype=np.dtype(fields))
+    _fill(rows, values)
     return rows
+
+
+def raw_record(image_shape: Sequence[int], num_classes: int) -> np.dtype:
+    """The packed record of one raw row (its ``itemsize`` is the row's size in bytes)."""
+    return np.dtype(_layout(image_shape, num_classes)[2])
+
+
+def fill_raw_rows(batch: MixedBatch, out: np.ndarray) -> None:
+    """Encode a mixed batch as raw rows into ``out``, a :func:`raw_record` array of its length.
+
+    ``out``'s bytes are then the rows of :func:`encode_rows` back to back, with no per-row copy.
+    """
+    _fill(out, _values(batch))
 
 
 def _split(buffer: bytes, n: int) -> list[bytes]:
@@ -77,33 +120,29 @@ def encode_rows(batch: MixedBatch, encoding: str) -> list[bytes]:
     Returns:
         list[bytes]: the encoded rows, in batch order.
     """
-    n, height, width, channels = batch.images.shape
-    num_classes = batch.labels.shape[1]
-    values = {
-        "box": np.asarray(batch.box, dtype=np.int32),
-        "epoch": batch.epoch,
-        "image": batch.images,
-        "index_a": batch.index_a,
-        "index_b": batch.index_b,
-        "label": batch.labels,
-        "lam": batch.lam,
-    }
-    head = [("box", np.int32, (4,)), ("epoch", np.int32, ())]
-    tail = [
-        ("index_a", np.int64, ()),
-        ("index_b", np.int64, ()),
-        ("label", np.float32, (num_classes,)),
-        ("lam", np.float64, ()),
-    ]
+    data, sizes = encode_batch(batch, encoding)
+    ends = np.cumsum(sizes).tolist()
+    return [data[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
+
+
+def encode_batch(batch: MixedBatch, encoding: str) -> tuple[bytes, np.ndarray]:
+    """Encode a mixed batch into its MDS rows back to back: ``(bytes, int64 size of each row)``.
+
+    The rows are those of :func:`encode_rows`.
+    """
+    n = len(batch.images)
+    head, tail, raw = _layout(batch.images.shape[1:], batch.labels.shape[1])
+    values = _values(batch)
     if encoding == "raw":
-        fields = head + [("image", np.uint8, (height, width, channels))] + tail
-        return _split(_fixed_rows(fields, values, n).tobytes(), n)
+        rows = _fixed_rows(raw, values, n)
+        return rows.tobytes(), np.full(n, rows.dtype.itemsize, dtype=np.int64)
     heads = _split(_fixed_rows(head, values, n).tobytes(), n)
     tails = _split(_fixed_rows(tail, values, n).tobytes(), n)
-    rows = []
+    parts = []
+    sizes = np.empty(n, dtype=np.int64)
     for i in range(n):
         image = _encode_image(batch.images[i], encoding)
         # The only variable-size column: MDS puts its uint32 length before the fixed columns.
-        size = np.uint32(len(image)).tobytes()
-        rows.append(b"".join((size, heads[i], image, tails[i])))
-    return rows
+        parts += (np.uint32(len(image)).tobytes(), heads[i], image, tails[i])
+        sizes[i] = 4 + len(heads[i]) + len(image) + len(tails[i])
+    return b"".join(parts), sizes

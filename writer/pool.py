@@ -1,8 +1,13 @@
-"""The worker pool that mixes and encodes batches: chunks in order, bounded, dying with the writer.
+"""The worker pool that writes shards: pieces mixed and encoded, shards built, bounded, dying with the writer.
 
-Workers start from a fork server and read the source from one memory-mapped copy; each returns a
-chunk's rows as one blob; :func:`iter_encoded` yields chunks in task order, so the bytes do not
-depend on the number of workers.
+:func:`write_shards` splits the schedule into pieces of about 2,048 images. A worker mixes and
+encodes a piece and leaves its rows in a scratch file, returning only their sizes; the parent
+feeds the sizes, in piece order, to a :class:`~writer.shards.ShardPlanner`, and hands each shard
+it closes to a worker, which builds, hashes and writes the whole shard. The parent touches no
+row bytes: it only collects the shards' index entries, in order. Boundaries follow the rows'
+sizes alone, so the bytes do not depend on the number of workers.
+
+Workers start from a fork server and read the source from one memory-mapped copy.
 """
 
 from __future__ import annotations
@@ -15,18 +20,29 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
 import torch
 
-from writer.encode import encode_rows
+from writer.encode import encode_batch, fill_raw_rows, raw_record
 from writer.premix import EpochOrders, Schedule, mix_batch
 from writer.scratch import Scratch
+from writer.shards import (
+    Placement,
+    ShardFormat,
+    ShardPlanner,
+    ShardSpec,
+    build_shard,
+    place_rows,
+    placements,
+    plan_fixed,
+    seal_shard,
+)
 from writer.sources import ImageSet
 
-__all__ = ["default_workers", "iter_encoded"]
+__all__ = ["default_workers", "write_shards"]
 
 
 class _Encoder:
@@ -37,11 +53,22 @@ class _Encoder:
         self.source, self.seed, self.alpha = source, seed, alpha
         self.batch_size, self.encoding, self.mode = batch_size, encoding, mode
         self.order = EpochOrders(seed, len(source))
+        self._kept: np.ndarray | None = None
 
-    def __call__(self, task: tuple[int, int, int]) -> list[bytes]:
+    def __call__(self, task: tuple[int, int, int],
+                 reuse: bool = False) -> tuple[bytes | np.ndarray, np.ndarray]:
+        """The rows of a task's batches back to back, and each row's size.
+
+        With ``reuse``, raw rows go into a buffer this encoder keeps for the next call (the
+        caller is done with them by then): fresh memory costs page faults that outweigh the
+        copy itself.
+        """
         epoch, first, end = task
         order = self.order(epoch)
-        rows: list[bytes] = []
+        blobs: list[bytes] = []
+        sizes: list[np.ndarray] = []
+        raw: np.ndarray | None = None
+        at = 0
         # The box copies are tiny: torch's intra-op threads only add synchronization, which
         # costs 100x the copy itself on a busy machine. Restored for the caller afterwards.
         threads = torch.get_num_threads()
@@ -50,10 +77,32 @@ class _Encoder:
             for batch in range(first, end):
                 mixed = mix_batch(self.source, order, self.seed, epoch, batch, self.batch_size,
                                   self.alpha, self.mode)
-                rows.extend(encode_rows(mixed, self.encoding))
+                n = len(mixed.images)
+                if self.encoding != "raw":
+                    blob, size = encode_batch(mixed, self.encoding)
+                    blobs.append(blob)
+                    sizes.append(size)
+                    continue
+                if raw is None:
+                    rows = sum(min(self.batch_size, len(self.source) - b * self.batch_size)
+                               for b in range(first, end))
+                    record = raw_record(mixed.images.shape[1:], mixed.labels.shape[1])
+                    raw = self._rows(record, rows, reuse)
+                fill_raw_rows(mixed, raw[at:at + n])
+                at += n
         finally:
             torch.set_num_threads(threads)
-        return rows
+        if raw is not None:
+            return raw.view(np.uint8), np.full(len(raw), raw.dtype.itemsize, dtype=np.int64)
+        return b"".join(blobs), np.concatenate(sizes)
+
+    def _rows(self, record: np.dtype, count: int, reuse: bool) -> np.ndarray:
+        if not reuse:
+            return np.empty(count, dtype=record)
+        kept = self._kept
+        if kept is None or kept.dtype != record or len(kept) < count:
+            kept = self._kept = np.empty(count, dtype=record)
+        return kept[:count]
 
 
 _WORKER_ENCODER: _Encoder | None = None
@@ -105,18 +154,38 @@ def _init_worker(images_path: str, labels: np.ndarray, class_names: list[str], s
     _WORKER_ENCODER = _Encoder(source, seed, alpha, batch_size, encoding, mode)
 
 
-def _run_task(task: tuple[int, int, int]) -> tuple[bytes, np.ndarray]:
+def _piece_path(folder: str, piece: int) -> str:
+    return os.path.join(folder, f"piece-{piece:07}")
+
+
+def _run_piece(task: tuple[int, int, int], piece: int, folder: str) -> np.ndarray:
     assert _WORKER_ENCODER is not None, "worker was not initialized"
-    rows = _WORKER_ENCODER(task)
-    # One blob and its row lengths pickle and cross the pipe far faster than thousands of
-    # small bytes objects; the parent hands out views into it.
-    return b"".join(rows), np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    blob, sizes = _WORKER_ENCODER(task, reuse=True)
+    # The rows stay in a scratch file for the worker that builds their shard; only their
+    # sizes cross the pipe to the parent.
+    with open(_piece_path(folder, piece), "wb") as f:
+        f.write(blob)
+    return sizes
 
 
-def _unpack(blob: bytes, sizes: np.ndarray) -> list[memoryview]:
-    view = memoryview(blob)
-    ends = np.cumsum(sizes).tolist()
-    return [view[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
+def _run_placed(task: tuple[int, int, int], where: list[Placement], staging: str) -> int:
+    assert _WORKER_ENCODER is not None, "worker was not initialized"
+    rows, sizes = _WORKER_ENCODER(task, reuse=True)
+    place_rows(rows, where, staging)
+    return len(sizes)
+
+
+def _run_seal(form: ShardFormat, spec: ShardSpec, staging: str) -> dict:
+    return seal_shard(form, spec, staging)
+
+
+def _run_build(form: ShardFormat, spec: ShardSpec, folder: str, staging: str) -> dict:
+    fds = {piece: os.open(_piece_path(folder, piece), os.O_RDONLY) for piece, _, _ in spec.segments}
+    try:
+        return build_shard(form, spec, fds, staging)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 def _executor(workers: int, initargs: tuple) -> ProcessPoolExecutor:
@@ -132,9 +201,11 @@ def _executor(workers: int, initargs: tuple) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=initargs)
 
 
-def iter_encoded(
+def write_shards(
     source: ImageSet,
     schedule: Schedule,
+    form: ShardFormat,
+    staging: str,
     *,
     seed: int,
     alpha: float,
@@ -143,34 +214,46 @@ def iter_encoded(
     stop: int | None = None,
     workers: int = 1,
     mode: str = "batch",
-) -> Iterator[Sequence[bytes | memoryview]]:
-    """Yield the encoded rows of global batches ``[start, stop)``, in order, chunk by chunk.
+) -> Iterator[tuple[int, list[dict]]]:
+    """Write the shards of global batches ``[start, stop)`` into ``staging``, in order.
 
-    With ``workers > 1`` a process pool mixes and encodes chunks; results come back in task
-    order and at most ``4 * workers`` chunks are in flight, so memory stays bounded when the
-    consumer is slower than the pool. Scripts calling this with ``workers > 1`` need an
-    ``if __name__ == "__main__":`` guard (workers start from a fork server).
+    With ``workers > 1`` a process pool mixes and encodes pieces and builds shards (see the
+    module docstring); at most ``4 * workers`` pieces are in flight, so memory stays bounded.
+    Scripts calling this with ``workers > 1`` need an ``if __name__ == "__main__":`` guard
+    (workers start from a fork server).
 
     Args:
         source: the source images.
         schedule: the batch schedule.
+        form: the shard format (:meth:`ShardFormat.from_writer`).
+        staging: the folder the shard files go to.
         seed: the write's seed.
         alpha: Beta(alpha, alpha) parameter for λ.
         encoding: ``"raw"``, ``"png"`` or ``"jpeg"``.
         start: first global batch.
         stop: end global batch (default: all).
-        workers: processes that mix and encode.
+        workers: processes that mix, encode and build shards.
         mode: ``"batch"`` (one λ and box per batch) or ``"sample"`` (one per row).
 
     Yields:
-        Sequence[bytes | memoryview]: encoded rows of consecutive batches (views into one
-        buffer per chunk when they come from the pool).
+        tuple[int, list[dict]]: rows encoded since the last yield, and the index entries of
+        the shards whose files have since been written to ``staging``, in shard order.
     """
     stop = schedule.total_batches if stop is None else stop
     tasks = schedule.tasks(start, stop)
+    planner = ShardPlanner(form)
     if workers <= 1 or len(tasks) <= 1:
         encoder = _Encoder(source, seed, alpha, schedule.batch_size, encoding, mode)
-        yield from map(encoder, tasks)
+        pieces: dict[int, bytes] = {}
+        for piece, task in enumerate(tasks):
+            pieces[piece], sizes = encoder(task)
+            entries = [build_shard(form, spec, pieces, staging) for spec in planner.add(sizes)]
+            for done in [p for p in pieces if p < planner.first_needed]:
+                del pieces[done]
+            yield len(sizes), entries
+        last = planner.finish()
+        if last is not None:
+            yield 0, [build_shard(form, last, pieces, staging)]
         return
     # A Scratch, not a TemporaryDirectory: if a kill leaves the copy behind, the next write's
     # sweep_stale() removes it.
@@ -181,22 +264,96 @@ def iter_encoded(
                     schedule.batch_size, encoding, mode, os.getpid())
         pool = _executor(min(workers, len(tasks)), initargs)
         try:
-            pending: deque[Future] = deque()
-            todo = iter(tasks)
-            for task in todo:
-                pending.append(pool.submit(_run_task, task))
-                if len(pending) >= 4 * workers:
-                    break
-            while pending:
-                rows = _unpack(*pending.popleft().result())
-                next_task = next(todo, None)
-                if next_task is not None:
-                    pending.append(pool.submit(_run_task, next_task))
-                yield rows
+            if encoding == "raw":
+                record = raw_record(source.images.shape[1:], source.num_classes)
+                counts = [sum(map(schedule.batch_len, range(first, end))) for _, first, end in tasks]
+                yield from _placed(pool, tasks, plan_fixed(form, record.itemsize, counts), form,
+                                   staging, workers)
+            else:
+                yield from _pooled(pool, tasks, planner, form, folder, staging, workers)
         finally:
             # Not terminate(): a worker killed while it holds the call queue's lock hangs the
-            # shutdown. Cancelled chunks never start; the few already handed out finish first.
+            # shutdown. Cancelled jobs never start; the few already handed out finish first.
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _placed(pool: ProcessPoolExecutor, tasks: list[tuple[int, int, int]], specs: list[ShardSpec],
+            form: ShardFormat, staging: str, workers: int) -> Iterator[tuple[int, list[dict]]]:
+    # Raw rows have one size, so every shard is planned before anything is mixed: each worker
+    # writes its piece's rows straight into their shard files, and a shard is sealed (hashed)
+    # once the last piece holding its rows is in.
+    where = placements(form, specs)
+    pieces: deque[Future] = deque()
+    seals: deque[Future] = deque()
+    todo = enumerate(tasks)
+    sealed = 0  # shards handed to a seal job
+
+    def submit_piece() -> None:
+        job = next(todo, None)
+        if job is not None:
+            piece, task = job
+            pieces.append(pool.submit(_run_placed, task, where.get(piece, []), staging))
+
+    def collect(wait: bool) -> list[dict]:
+        entries = []
+        while seals and (wait or seals[0].done()):
+            entries.append(seals.popleft().result())
+        return entries
+
+    for _ in range(4 * workers):
+        submit_piece()
+    done = 0  # pieces in
+    while pieces:
+        rows = pieces.popleft().result()
+        done += 1
+        submit_piece()
+        while sealed < len(specs) and specs[sealed].segments[-1][0] < done:
+            seals.append(pool.submit(_run_seal, form, specs[sealed], staging))
+            sealed += 1
+        yield rows, collect(wait=False)
+    yield 0, collect(wait=True)
+
+
+def _pooled(pool: ProcessPoolExecutor, tasks: list[tuple[int, int, int]], planner: ShardPlanner,
+            form: ShardFormat, folder: str, staging: str,
+            workers: int) -> Iterator[tuple[int, list[dict]]]:
+    pieces: deque[Future] = deque()
+    builds: deque[tuple[ShardSpec, Future]] = deque()
+    todo = enumerate(tasks)
+    kept = 0  # piece files below this number are deleted
+
+    def submit_piece() -> None:
+        job = next(todo, None)
+        if job is not None:
+            pieces.append(pool.submit(_run_piece, job[1], job[0], folder))
+
+    def build(spec: ShardSpec) -> None:
+        builds.append((spec, pool.submit(_run_build, form, spec, folder, staging)))
+
+    def collect(wait: bool) -> list[dict]:
+        nonlocal kept
+        entries = []
+        while builds and (wait or builds[0][1].done()):
+            entries.append(builds.popleft()[1].result())
+        # A piece may still be read by a build in flight or by the shard being filled.
+        needed = min([planner.first_needed, *(spec.segments[0][0] for spec, _ in builds)])
+        for piece in range(kept, needed):
+            os.unlink(_piece_path(folder, piece))
+        kept = max(kept, needed)
+        return entries
+
+    for _ in range(4 * workers):
+        submit_piece()
+    while pieces:
+        sizes = pieces.popleft().result()
+        submit_piece()
+        for spec in planner.add(sizes):
+            build(spec)
+        yield len(sizes), collect(wait=False)
+    last = planner.finish()
+    if last is not None:
+        build(last)
+    yield 0, collect(wait=True)
 
 
 def default_workers() -> int:

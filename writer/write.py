@@ -1,4 +1,4 @@
-"""Writing one pre-mixed dataset: mixed rows into MDS shards, published as they are flushed.
+"""Writing one pre-mixed dataset: mixed rows into MDS shards, published as they are written.
 
 streaming is imported inside the functions that use it: its package import pulls in
 transformers, which would make ``cutmix-writer --help`` take seconds.
@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
 from writer.manifest import INDEX_NAME, MANIFEST_NAME, PremixConfig, manifest_bytes
-from writer.pool import iter_encoded
+from writer.pool import write_shards
 from writer.premix import Schedule
+from writer.shards import ShardFormat
 from writer.sources import ImageSet
 from writer.store import Destination
 
@@ -35,18 +35,15 @@ class WriteSummary:
     seconds: float
 
 
-def _row_writer(on_shard: Callable[[str], None], **kwargs: Any) -> Any:
+def _index_writer(**kwargs: Any) -> Any:
     from streaming import MDSWriter
 
-    class RowWriter(MDSWriter):
-        """An ``MDSWriter`` fed rows :func:`encode_rows` already encoded.
+    class IndexWriter(MDSWriter):
+        """An ``MDSWriter`` that is handed finished shards: it writes none, only the index.
 
-        It keeps MDSWriter's shard layout, size limit, compression, hashes and index, and
-        reports each shard's file name as soon as the shard is on disk.
+        Its config, size accounting and index are streaming's own; the shards come from
+        :func:`writer.pool.write_shards`, which cuts them where ``write`` would have.
         """
-
-        def encode_sample(self, sample: bytes) -> bytes:  # type: ignore[override]
-            return sample
 
         def exception_callback(self, future: Future) -> None:
             # streaming's callback calls future.exception(), which raises CancelledError for the
@@ -55,12 +52,7 @@ def _row_writer(on_shard: Callable[[str], None], **kwargs: Any) -> Any:
             if not future.cancelled():
                 super().exception_callback(future)
 
-        def flush_shard(self) -> None:
-            super().flush_shard()
-            info = self.shards[-1]
-            on_shard((info["zip_data"] or info["raw_data"])["basename"])
-
-    return RowWriter(**kwargs)
+    return IndexWriter(**kwargs)
 
 
 def write_premixed(
@@ -77,7 +69,7 @@ def write_premixed(
     """Pre-mix ``source`` into one MDS dataset at an empty ``destination``.
 
     The write claims ``destination`` first (unless the caller did: :meth:`Destination.claim`),
-    publishes shards as they are flushed, checks that it still holds the claim (and, in a
+    publishes shards as they are written, checks that it still holds the claim (and, in a
     bucket, that its shards are unchanged), then publishes the manifest and ``index.json``. A
     crash anywhere before the end leaves no index; a failure or an interrupt (Ctrl-C, SIGTERM
     turned into ``KeyboardInterrupt``) also removes the shards this write published. Call it
@@ -120,8 +112,7 @@ def write_premixed(
     own_claim = not destination.claimed
     destination.claim()
     done = False
-    writer = _row_writer(
-        on_shard,
+    writer = _index_writer(
         out=destination.open_staging(),
         columns=manifest["columns"],
         compression=config.compression,
@@ -129,17 +120,18 @@ def write_premixed(
         size_limit=config.size_limit,
     )
     try:
-        chunks = iter_encoded(source, schedule, seed=config.seed, alpha=config.alpha,
-                              encoding=config.encoding, start=start, stop=stop, workers=workers,
-                              mode=config.mode)
+        steps = write_shards(source, schedule, ShardFormat.from_writer(writer), writer.local,
+                             seed=config.seed, alpha=config.alpha, encoding=config.encoding,
+                             start=start, stop=stop, workers=workers, mode=config.mode)
         # closing(): on an error the pool stops here, not whenever the generator is collected.
-        with closing(chunks), tqdm(total=total, unit="img", unit_scale=True, desc="premix",
-                                   file=sys.stderr, disable=not progress, mininterval=0.5) as bar:
-            for rows in chunks:
-                for row in rows:
-                    writer.write(row)
-                bar.update(len(rows))
-        writer.finish()  # last shard; index.json in staging
+        with closing(steps), tqdm(total=total, unit="img", unit_scale=True, desc="premix",
+                                  file=sys.stderr, disable=not progress, mininterval=0.5) as bar:
+            for rows, entries in steps:
+                for entry in entries:
+                    writer.shards.append(entry)
+                    on_shard((entry["zip_data"] or entry["raw_data"])["basename"])
+                bar.update(rows)
+        writer.finish()  # index.json in staging
         for future in futures:
             future.result()  # an upload failure surfaces here, before any index is published
         destination.check_published()
