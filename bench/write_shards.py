@@ -1,17 +1,25 @@
 """Writer throughput: cutmix-writer against streaming's own image converter, same images.
 
 Both write N random CIFAR-shaped images (32x32x3 uint8, 10 classes) to local MDS shards with
-sha1+xxh64 shard hashes; streaming's ``convert_image_class_dataset`` writes them unmixed, ours
-mixes every batch first. Rows:
+sha1+xxh64 shard hashes; streaming's ``convert_image_class_dataset`` writes them unmixed, once
+(its only mode), ours mixes every batch, ``--epochs`` times over. img/s is rows written per
+second. Rows:
 
-* streaming converter, one process (its only mode);
-* ours in-process with 1 worker and with all workers (the pool is warmed up first: its one-off
-  start, reported separately, is importing torch & co. once in the fork server);
-* scale-out: ``cutmix-writer write --num-groups G --group I`` as G processes at once, 1 worker
-  each; img/s is all samples over the span from the first group's start of writing to the last
-  group's end (each process reports its own times; imports are excluded).
+* streaming converter, one process;
+* ours in-process with ``--workers 1`` and with ``--workers 2`` (the pool's one-off start, which
+  imports torch & co. once in the fork server, is reported separately; each write still pays
+  for starting its two workers and copying the source for them);
+* scale-out: ``--num-groups 2`` as two processes at once, 1 worker each, against one process
+  writing everything. Each process first makes a small write of its own (imports, first calls),
+  then all start together; each reports its own time, and img/s is all rows over the span from
+  the first start to the last end. The per-process times are printed, so the span can be checked.
+* with ``--load``: ours ``--workers 1`` and ``2`` again under a competing busy-loop process per
+  core (``bench/op.py``'s ``BusyLoad``), the normal state of a training box.
 
-Usage: python bench/write_shards.py [--n 20000] [--batch-size 128]
+Every case runs ``--repeat`` times, interleaved with the others of its encoding; the fastest
+counts (the machine may be shared).
+
+Usage: python bench/write_shards.py [--n 50000] [--epochs 2] [--batch-size 128] [--repeat 3] [--load]
 
 (Named write_shards.py, not writer.py: Python puts bench/ first on sys.path, where a writer.py
 would shadow the ``writer`` package.)
@@ -24,12 +32,12 @@ import json
 import os
 import pickle
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +52,15 @@ from writer.store import Destination
 from writer.write import write_premixed
 
 def main():
-    root, out, encoding, batch_size, groups, group = sys.argv[1:7]
-    batch_size, groups, group = int(batch_size), int(groups), int(group)
+    root, out, encoding, batch_size, epochs, groups, group = sys.argv[1:8]
+    batch_size, epochs, groups, group = int(batch_size), int(epochs), int(groups), int(group)
     source = open_source("cifar10:" + root, "train")
-    config = PremixConfig(batch_size=batch_size, encoding=encoding)
-    start, stop = Schedule(len(source), batch_size, 1).group_range(groups, group)
+    config = PremixConfig(batch_size=batch_size, encoding=encoding, epochs=epochs)
+    start, stop = Schedule(len(source), batch_size, epochs).group_range(groups, group)
     manifest = build_manifest(source, config, source_spec="bench", split="train")
+    # A small write first: lazy imports and first calls are not what this row measures.
+    write_premixed(source, Destination(out + "-warm"), config, manifest, start=start,
+                   stop=start + 2, workers=1, progress=False)
     destination = Destination(out)
     print("ready", flush=True)
     sys.stdin.readline()  # start together: the parent says go once every group is ready
@@ -105,23 +116,25 @@ def _streaming(source: object, out: str, *, encoding: str) -> float:
     return time.perf_counter() - began
 
 
-def _ours(source: object, out: str, *, encoding: str, batch_size: int, workers: int) -> float:
+def _ours(source: object, out: str, *, encoding: str, batch_size: int, epochs: int,
+          workers: int) -> float:
     from writer.manifest import PremixConfig, build_manifest
     from writer.store import Destination
     from writer.write import write_premixed
 
-    config = PremixConfig(batch_size=batch_size, encoding=encoding)
+    config = PremixConfig(batch_size=batch_size, encoding=encoding, epochs=epochs)
     manifest = build_manifest(source, config, source_spec="bench", split="train")
     summary = write_premixed(source, Destination(out), config, manifest, workers=workers,
                              progress=False)
     return summary.seconds
 
 
-def _groups(root: Path, out: str, *, encoding: str, batch_size: int, groups: int) -> float:
+def _groups(root: Path, out: str, *, encoding: str, batch_size: int, epochs: int,
+            groups: int) -> tuple[float, list[float]]:
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _GROUP_SCRIPT, str(root), os.path.join(out, f"group-{g}"), encoding,
-             str(batch_size), str(groups), str(g)],
+             str(batch_size), str(epochs), str(groups), str(g)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         for g in range(groups)
@@ -138,22 +151,28 @@ def _groups(root: Path, out: str, *, encoding: str, batch_size: int, groups: int
         if proc.returncode:
             raise RuntimeError(f"group process failed with exit code {proc.returncode}")
         reports.append(json.loads(stdout.strip().splitlines()[-1]))
-    return max(r["ended"] for r in reports) - min(r["began"] for r in reports)
+    span = max(r["ended"] for r in reports) - min(r["began"] for r in reports)
+    return span, [r["ended"] - r["began"] for r in reports]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=20000, help="images")
+    parser.add_argument("--n", type=int, default=50000, help="images")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs cutmix-writer writes")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeat", type=int, default=2,
+    parser.add_argument("--repeat", type=int, default=3,
                         help="runs per row; the fastest counts (the machine may be shared)")
+    parser.add_argument("--encodings", nargs="+", choices=["raw", "png"], default=["raw", "png"])
+    parser.add_argument("--load", action="store_true",
+                        help="also time --workers 1 and 2 under a busy-loop process per core")
     args = parser.parse_args()
 
-    from writer.pool import default_workers
+    from op import BusyLoad
+
     from writer.sources import load_cifar10
 
-    cpus = default_workers()
-    rows = []
+    rows: list[tuple[str, str, int, int, float, str]] = []
+    rows_written = args.n * args.epochs
     with tempfile.TemporaryDirectory(prefix="cutmix-bench-") as tmp:
         tmp_path = Path(tmp)
         root = _fake_cifar(tmp_path / "src", args.n)
@@ -161,34 +180,87 @@ def main() -> None:
         began = time.perf_counter()
         # Enough images for several pool tasks, so the pool really starts.
         _ours(load_cifar10(_fake_cifar(tmp_path / "warm", 8192), "train"), str(tmp_path / "w"),
-              encoding="raw", batch_size=args.batch_size, workers=cpus)
+              encoding="raw", batch_size=args.batch_size, epochs=1, workers=2)
         warmup = time.perf_counter() - began
-        for encoding in ("raw", "png"):
-            def best(run: Callable[[str], float], name: str, encoding: str = encoding) -> float:
-                outs = [str(tmp_path / f"{encoding}-{name}-{k}") for k in range(args.repeat)]
-                return min(run(out) for out in outs)
+        runs = 0
 
-            run = partial(_streaming, source, encoding=encoding)
-            rows.append(("streaming convert_image_class_dataset (unmixed)", encoding, 1,
-                         best(run, "streaming")))
-            for workers in (1, cpus):
-                run = partial(_ours, source, encoding=encoding, batch_size=args.batch_size,
-                              workers=workers)
-                rows.append((f"cutmix-writer, --workers {workers}", encoding, workers,
-                             best(run, f"ours{workers}")))
-            for groups in (1, 2):
-                run = partial(_groups, root, encoding=encoding, batch_size=args.batch_size,
-                              groups=groups)
-                rows.append((f"cutmix-writer, {groups} group process(es) at once, 1 worker each",
-                             encoding, groups, best(run, f"groups{groups}")))
+        def out() -> str:
+            nonlocal runs
+            runs += 1
+            return str(tmp_path / f"out-{runs}")
+
+        def ours(encoding: str, workers: int) -> float:
+            path = out()
+            try:
+                return _ours(source, path, encoding=encoding, batch_size=args.batch_size,
+                             epochs=args.epochs, workers=workers)
+            finally:
+                shutil.rmtree(path, ignore_errors=True)
+
+        def groups(encoding: str, count: int) -> tuple[float, list[float]]:
+            path = out()
+            try:
+                return _groups(root, path, encoding=encoding, batch_size=args.batch_size,
+                               epochs=args.epochs, groups=count)
+            finally:
+                shutil.rmtree(path, ignore_errors=True)
+
+        def streaming(encoding: str) -> float:
+            path = out()
+            try:
+                return _streaming(source, path, encoding=encoding)
+            finally:
+                shutil.rmtree(path, ignore_errors=True)
+
+        for encoding in args.encodings:
+            cases: dict[str, Callable[[], tuple[float, list[float]]]] = {
+                "streaming": lambda e=encoding: (streaming(e), []),
+                "w1": lambda e=encoding: (ours(e, 1), []),
+                "w2": lambda e=encoding: (ours(e, 2), []),
+                "g1": lambda e=encoding: groups(e, 1),
+                "g2": lambda e=encoding: groups(e, 2),
+            }
+            best: dict[str, tuple[float, list[float]]] = {}
+            for rep in range(args.repeat):
+                names = list(cases)
+                names = names[rep % len(names):] + names[:rep % len(names)]  # rotate the order
+                for name in names:
+                    result = cases[name]()
+                    if name not in best or result[0] < best[name][0]:
+                        best[name] = result
+            labels = {
+                "streaming": ("streaming convert_image_class_dataset (unmixed)", 1, args.n),
+                "w1": ("cutmix-writer --workers 1", 1, rows_written),
+                "w2": ("cutmix-writer --workers 2", 2, rows_written),
+                "g1": ("cutmix-writer, 1 group process, 1 worker", 1, rows_written),
+                "g2": ("cutmix-writer, 2 group processes at once, 1 worker each", 2, rows_written),
+            }
+            for name, (label, procs, count) in labels.items():
+                seconds, each = best[name]
+                note = " / ".join(f"{t:.2f}" for t in each) if len(each) > 1 else ""
+                rows.append((label, encoding, procs, count, seconds, note))
+            print(f"{encoding}: --workers 2 / --workers 1 = {best['w1'][0] / best['w2'][0]:.2f}x, "
+                  f"2 groups / 1 group = {best['g1'][0] / best['g2'][0]:.2f}x, "
+                  f"--workers 1 / streaming per row = "
+                  f"{(rows_written / best['w1'][0]) / (args.n / best['streaming'][0]):.2f}x",
+                  flush=True)
+        if args.load:
+            with BusyLoad(seconds=60 + 30 * args.repeat) as _:
+                for workers in (1, 2):
+                    seconds = min(ours("raw", workers) for _ in range(args.repeat))
+                    rows.append((f"cutmix-writer --workers {workers}, busy loop per core", "raw",
+                                 workers, rows_written, seconds, ""))
 
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__), *sys.argv[1:]])
-    print(f"\nN = {args.n} images 32x32x3, batch size {args.batch_size}, {cpus} CPUs, best of "
-          f"{args.repeat}; pool warm-up (fork server start) {warmup:.1f} s, excluded below\n")
-    print("| writer | encoding | processes | seconds | img/s |")
-    print("|---|---|---|---:|---:|")
-    for name, encoding, procs, seconds in rows:
-        print(f"| {name} | {encoding} | {procs} | {seconds:.2f} | {args.n / seconds:,.0f} |")
+    load_avg = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\nN = {args.n} images 32x32x3, {args.epochs} epochs mixed, batch size {args.batch_size}, "
+          f"{len(os.sched_getaffinity(0))} CPUs, best of {args.repeat}, load average {load_avg} at the "
+          f"end; pool warm-up (fork server start) {warmup:.1f} s, excluded below\n")
+    print("| writer | encoding | processes | rows | seconds | img/s | each group (s) |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for name, encoding, procs, count, seconds, note in rows:
+        print(f"| {name} | {encoding} | {procs} | {count:,} | {seconds:.2f} | {count / seconds:,.0f} "
+              f"| {note} |")
     print(f"\ncommand: {command}")
 
 
