@@ -3,7 +3,8 @@
 Measurements on CIFAR-shaped random data (no download): held in memory as uint8 (50,000 x 3 x
 32 x 32 by default), and the same kind of images pre-mixed by ``cutmix-writer``'s library into
 local raw MDS shards in a temporary folder (10,000 by default, one epoch), read back by the
-recipes' own pre-mixed loader (``PremixedDataset`` + ``StreamingDataLoader``):
+recipes' own pre-mixed loader (``PremixedDataset`` + ``PremixedLoader``, a ``StreamingDataLoader``
+reading a batch per call):
 
 * **training**: Composer ``Trainer`` steps of ResNet-20 (the recipes' model, on-device
   augmentation, SGD): without CutMix, with ``cutmix_algo.CutMix`` online, and on the pre-mixed
@@ -17,11 +18,17 @@ recipes' own pre-mixed loader (``PremixedDataset`` + ``StreamingDataLoader``):
   the robust number: the end-to-end difference of two noisy medians is not.
 * **input pipeline**: the dataloader plus on-device augmentation and normalization, without the
   model: images/s, for the in-memory loader and for the pre-mixed one, alternating, and each
-  loader alone; the ratio pre-mixed / in-memory. The in-memory row leaves out the online
-  CutMix call, which only the in-memory side would pay: the comparison favours it.
+  loader alone (``--pipeline-repeats`` rounds); the ratio pre-mixed / in-memory. The in-memory
+  row leaves out the online CutMix call, which only the in-memory side would pay: the
+  comparison favours it.
+* **input pipeline under load** (``--load``): the same two loaders again while one busy-loop
+  process per core competes for the CPU (``bench/op.py``'s ``BusyLoad``: started and stopped
+  here, each also ending by itself after ``--load-seconds``), since a fast path that collapses
+  under load is not fast.
 
 Usage: ``python bench/train.py [--steps 30] [--warmup 5] [--repeats 2] [--batch-size 128]
-[--images 50000] [--premixed-images 10000] [--device auto|cpu|gpu] [--threads N]``
+[--pipeline-repeats 7] [--images 50000] [--premixed-images 10000] [--device auto|cpu|gpu]
+[--threads N] [--load] [--load-seconds 120]``
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from composer.core import Algorithm, Callback, Event, State  # noqa: E402
 from composer.loggers import Logger  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from bench.op import BusyLoad  # noqa: E402
 from cutmix_algo import CutMix  # noqa: E402
 from cutmix_train.augment import DeviceAugment, augment_before_mixing, random_crop_flip  # noqa: E402
 from cutmix_train.config import DataConfig  # noqa: E402
@@ -201,16 +209,28 @@ def pipeline_images_per_second(loader: Any, args: argparse.Namespace, device_wor
     return total / (end - start)
 
 
+def pipeline_rates(loader: Any, premixed: Any, args: argparse.Namespace, rates: dict[str, list[float]]) -> None:
+    """One alternating round of the four input-pipeline measurements, appended to ``rates``."""
+    rates["online"].append(pipeline_images_per_second(loader, args))
+    rates["premixed"].append(pipeline_images_per_second(premixed, args))
+    rates["online loader"].append(pipeline_images_per_second(loader, args, device_work=False))
+    rates["premixed loader"].append(pipeline_images_per_second(premixed, args, device_work=False))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per run")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps at the start of each run")
     parser.add_argument("--repeats", type=int, default=2, help="alternating baseline/CutMix run pairs")
+    parser.add_argument("--pipeline-repeats", type=int, default=7,
+                        help="alternating rounds of the input-pipeline rows (short: a second each)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--images", type=int, default=50_000, help="in-memory dataset size")
     parser.add_argument("--premixed-images", type=int, default=10_000, help="images pre-mixed into shards")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--load", action="store_true", help="also time the input pipelines under competing load")
+    parser.add_argument("--load-seconds", type=float, default=120.0, help="hard limit of the load processes")
     args = parser.parse_args()
     if args.device == "auto":
         args.device = "gpu" if torch.cuda.is_available() else "cpu"
@@ -237,11 +257,15 @@ def main() -> None:
                 for key, values in result.items():
                     runs[name][key].extend(values)
         rates: dict[str, list[float]] = {"online": [], "premixed": [], "online loader": [], "premixed loader": []}
-        for _ in range(args.repeats):
-            rates["online"].append(pipeline_images_per_second(loader, args))
-            rates["premixed"].append(pipeline_images_per_second(premixed, args))
-            rates["online loader"].append(pipeline_images_per_second(loader, args, device_work=False))
-            rates["premixed loader"].append(pipeline_images_per_second(premixed, args, device_work=False))
+        for _ in range(args.pipeline_repeats):
+            pipeline_rates(loader, premixed, args, rates)
+        loaded: dict[str, list[float]] = {key: [] for key in rates}
+        if args.load:
+            with BusyLoad(args.load_seconds) as busy:
+                for _ in range(args.pipeline_repeats):
+                    pipeline_rates(loader, premixed, args, loaded)
+                load_under = os.getloadavg()
+                load_outlived = time.monotonic() < busy.deadline
     load_end = os.getloadavg()
     pipeline, feed = statistics.median(rates["online"]), statistics.median(rates["premixed"])
 
@@ -269,15 +293,28 @@ def main() -> None:
           f"= {pipeline / (bs / base):.0f}x the training rate")  # fmt: skip
     print(f"pre-mixed / online CutMix, median iteration: {it['premixed'] / it['cutmix']:.3f} (goal <= 1); "
           f"median step alone: {pre / mixed:.3f}")  # fmt: skip
-    print(f"\ninput pipelines, median of {args.repeats} alternating runs (images/s):\n")
+    print(f"\ninput pipelines, median of {args.pipeline_repeats} alternating runs (images/s):\n")
     print("| pipeline | loader alone | + device copy, crop/flip, normalize |")
     print("|---|---:|---:|")
     print(f"| in-memory uint8 (online; its CutMix call not included) | "
           f"{statistics.median(rates['online loader']):,.0f} | {pipeline:,.0f} |")  # fmt: skip
-    print(f"| pre-mixed shards (PremixedDataset + StreamingDataLoader) | "
+    print(f"| pre-mixed shards (PremixedDataset + PremixedLoader) | "
           f"{statistics.median(rates['premixed loader']):,.0f} | {feed:,.0f} |")  # fmt: skip
-    print(f"\npre-mixed / in-memory pipeline: {feed / pipeline:.2f} (goal >= 1); load average "
-          f"{load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end on {os.cpu_count()} cores")  # fmt: skip
+    if args.load:
+        print(f"| in-memory uint8, under load | {statistics.median(loaded['online loader']):,.0f} "
+              f"| {statistics.median(loaded['online']):,.0f} |")  # fmt: skip
+        print(f"| pre-mixed shards, under load | {statistics.median(loaded['premixed loader']):,.0f} "
+              f"| {statistics.median(loaded['premixed']):,.0f} |")  # fmt: skip
+    alone = statistics.median(rates["premixed loader"]) / statistics.median(rates["online loader"])
+    cores = os.cpu_count()
+    print(f"\npre-mixed / in-memory pipeline: {feed / pipeline:.2f} (goal >= 1), loaders alone {alone:.2f}; load "
+          f"average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end on {cores} cores")  # fmt: skip
+    if args.load:
+        under = statistics.median(loaded["premixed"]) / statistics.median(loaded["online"])
+        under_alone = statistics.median(loaded["premixed loader"]) / statistics.median(loaded["online loader"])
+        print(f"under load ({busy.processes} busy-loop processes, load average {load_under[0]:.1f} at its end): "
+              f"pre-mixed / in-memory pipeline {under:.2f}, loaders alone {under_alone:.2f}"
+              + ("" if load_outlived else "; the load ended before the rows did (raise --load-seconds)"))  # fmt: skip
     print(f"\ncommand: {shlex.join([sys.executable, *sys.argv])}")
 
 

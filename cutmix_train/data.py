@@ -4,9 +4,10 @@ CIFAR-10 and digits are held in memory as uint8 ``(N, C, H, W)`` and served a wh
 index operation (``__getitems__``), untouched: augmentation runs on the device
 (:mod:`cutmix_train.augment`) and normalization inside the model
 (:class:`cutmix_train.models.InputNormalize`). Pre-mixed shards written by ``cutmix-writer``
-stream through :class:`writer.PremixedDataset` and streaming's ``StreamingDataLoader``, whose
-state Composer saves in checkpoints, so a resumed run continues mid-epoch; their images come as
-uint8 too (normalized by the same first layer), their labels as float ``(N, K)`` distributions.
+stream through :class:`writer.PremixedDataset` and :class:`writer.dataset.PremixedLoader` (a
+``StreamingDataLoader`` reading a whole batch per call), whose state Composer saves in
+checkpoints, so a resumed run continues mid-epoch; their images come as uint8 too (normalized by
+the same first layer), their labels as float ``(N, K)`` distributions.
 
 Every failure to open data raises :class:`~cutmix_train.config.RecipeError` naming the recipe key
 and the path, before any Trainer exists.
@@ -22,7 +23,6 @@ import numpy as np
 import torch
 from composer.utils import dist
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.data._utils.collate import collate_tensor_fn
 
 from cutmix_train.config import DataConfig, RecipeError
 
@@ -34,7 +34,6 @@ __all__ = [
     "build_data",
     "load_images",
     "per_rank_batch_size",
-    "stack_pairs",
     "stratified_subset",
     "train_subset",
 ]
@@ -99,16 +98,6 @@ class ImageBatchDataset(Dataset):
 def already_batched(batch: Any) -> Any:
     """``collate_fn`` for :class:`ImageBatchDataset`: its ``__getitems__`` returns a batch."""
     return batch
-
-
-def stack_pairs(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``collate_fn`` for ``(image, label)`` tensor pairs: one stack per column.
-
-    ``default_collate`` reaches the same stacks after inspecting every sample's type; this goes
-    straight to them, with its shared-memory output in a loader worker.
-    """
-    images, labels = zip(*batch, strict=True)
-    return collate_tensor_fn(images), collate_tensor_fn(labels)
 
 
 def per_rank_batch_size(global_batch_size: int, key: str) -> int:
@@ -258,10 +247,9 @@ def _eval_source(cfg: DataConfig, manifest: dict) -> str:
 
 
 def _premixed_loader(cfg: DataConfig, batch_size: int) -> DataLoader:
-    from streaming import StreamingDataLoader
     from streaming.base.util import clean_stale_shared_memory
 
-    from writer import PremixedDataset
+    from writer.dataset import PremixedDataset, PremixedLoader
 
     # A run killed earlier leaves shared memory behind that would block this one.
     clean_stale_shared_memory()
@@ -276,12 +264,12 @@ def _premixed_loader(cfg: DataConfig, batch_size: int) -> DataLoader:
     except Exception as e:  # streaming's errors: a bad index, an unreachable bucket, a busy cache
         key, where = ("data.remote", cfg.remote) if cfg.remote else ("data.local", cfg.local)
         raise RecipeError(f"{key}: cannot open the pre-mixed dataset at {where}: {e}") from None
-    return StreamingDataLoader(
+    # A batch's ids at once, read in a few array operations (the same batches as streaming's
+    # StreamingDataLoader with a stacking collate, without its per-sample Python).
+    return PremixedLoader(
         dataset,
-        batch_size=batch_size,
-        collate_fn=stack_pairs,
-        num_workers=cfg.num_workers,
         drop_last=True,
+        num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
         pin_memory=torch.cuda.is_available(),
     )

@@ -21,13 +21,20 @@ def main() -> None:
 
     out, recipe_path, *overrides = sys.argv[1:]
     seen: list[int] = []
-    read = PremixedDataset.__getitem__
+    read_sample, read_rows = PremixedDataset._sample, PremixedDataset._read_rows
 
-    def recording_getitem(self: PremixedDataset, index: int):  # type: ignore[no-untyped-def]
+    # Every sample read goes through exactly one of these: alone (self[i]), or as raw rows of a
+    # batch (the recipes' PremixedLoader), a shard's share of the batch at a time.
+    def recording_sample(self: PremixedDataset, index: int):  # type: ignore[no-untyped-def]
         seen.append(int(index))
-        return read(self, index)
+        return read_sample(self, index)
 
-    PremixedDataset.__getitem__ = recording_getitem  # type: ignore[method-assign]
+    def recording_rows(self: PremixedDataset, shard_id, rows, places, size, into, ids):  # type: ignore[no-untyped-def]
+        seen.extend(int(i) for i in ids[places])
+        return read_rows(self, shard_id, rows, places, size, into, ids)
+
+    PremixedDataset._sample = recording_sample  # type: ignore[method-assign]
+    PremixedDataset._read_rows = recording_rows  # type: ignore[method-assign]
     recipe = load_recipe(recipe_path, overrides)
     trainer = build_trainer(recipe)
     trainer.fit()

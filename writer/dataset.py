@@ -8,7 +8,8 @@ file name leaving the dataset, counts and columns agreeing, a merged root agreei
 groups); the local cache of a remote dataset is keyed by the dataset's identity, so a rewritten
 dataset is never read from a stale cache; downloaded shards are checked against their hashes;
 and every sample read is checked, so a corrupt shard stops training with its name instead of
-training on NaN.
+training on NaN. ``PremixedLoader`` is streaming's ``StreamingDataLoader`` for it, reading
+each batch in a few array operations rather than a Python call per sample.
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from streaming import StreamingDataset
-from streaming.base.dataset import _ShardState
+from streaming import StreamingDataLoader, StreamingDataset
+from streaming.base.constant import TICK
+from streaming.base.dataset import _Iterator, _ShardState
 
 from writer.errors import WriterError
-from writer.integrity import Layout, check_layout, check_merged_groups, is_distribution
+from writer.integrity import Layout, check_layout, check_merged_groups, distribution_rows, is_distribution
 from writer.manifest import INDEX_NAME, MANIFEST_NAME, read_manifest
 from writer.uri import fetch, is_remote, join_uri, member_path
 
-__all__ = ["CorruptShardError", "PremixedDataset", "read_manifest"]
+__all__ = ["CorruptShardError", "PremixedDataset", "PremixedLoader", "read_manifest"]
 
 class CorruptShardError(WriterError, ValueError):
     """A shard of a pre-mixed dataset does not hold what its index says (truncated, altered)."""
@@ -159,6 +161,49 @@ class _OpenShards:
         base = int(offsets[shard.first])
         return shard.buffer[int(offsets[index]) - base:int(offsets[index + 1]) - base]
 
+    def read_rows(self, path: str, rows: np.ndarray, places: np.ndarray, size: int, into: memoryview) -> None:
+        """Read rows ``rows`` (each ``size`` bytes) of the shard at ``path`` into a batch buffer.
+
+        Row ``rows[i]`` lands at ``into[places[i] * size:]``. Rows that follow each other in
+        the file are one ``preadv`` whatever their places (its buffers point at them), so a
+        batch of consecutive rows is a single read. Raises :class:`_BadRow` (a ``ValueError``)
+        naming the place of a row whose offsets do not span ``size`` bytes or that ends after
+        the file.
+        """
+        with self._lock:
+            shard = self._files.pop(path, None)
+            if shard is None:
+                shard = self._open(path)
+            self._files[path] = shard
+            offsets = shard.offsets
+            if not (0 <= rows.min() and rows.max() < len(offsets) - 1):
+                raise IndexError(f"rows {rows.min()} to {rows.max()} are not all in "
+                                 f"{os.path.basename(path)} ({len(offsets) - 1} rows)")
+            lengths = offsets[rows + 1] - offsets[rows]
+            wrong = np.flatnonzero(lengths != size)
+            if wrong.size:
+                raise _BadRow(int(places[wrong[0]]),
+                              f"a row has {lengths[wrong[0]]} bytes; its columns need {size}")
+            order = np.argsort(rows, kind="stable")  # file order
+            breaks = np.flatnonzero(np.diff(rows[order]) != 1) + 1
+            for run in np.split(order, breaks) if breaks.size else (order,):
+                at = places[run]  # a run: rows following each other in the file
+                first = int(at[0])
+                if len(at) == 1 or (np.diff(at) == 1).all():
+                    buffers = [into[first * size:(first + len(at)) * size]]
+                else:  # a run scattered over the batch (a shuffle): a buffer per row
+                    buffers = [into[int(i) * size:(int(i) + 1) * size] for i in at]
+                offset = int(offsets[rows[run[0]]])
+                for begin in range(0, len(buffers), _IOV_MAX):
+                    part = buffers[begin:begin + _IOV_MAX]
+                    want = sum(len(b) for b in part)
+                    got = os.preadv(shard.fd, part, offset)
+                    if got != want:  # name the first row not read whole
+                        row = begin * (len(at) // len(buffers)) + got // size
+                        raise _BadRow(int(at[row]), f"a row of {os.path.basename(path)} ends after "
+                                                    f"the file ({got} of {want} bytes read)")
+                    offset += want
+
     def _open(self, path: str) -> _ShardFile:
         while len(self._files) >= self.limit:
             os.close(self._files.pop(next(iter(self._files))).fd)
@@ -179,6 +224,17 @@ class _OpenShards:
             os.close(fd)
             raise ValueError(f"{os.path.basename(path)}'s row offsets are not in order")
         return _ShardFile(fd, offsets)
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024  # buffers per preadv
+
+
+class _BadRow(ValueError):
+    """A row of a batch read that its shard does not hold as its index says."""
+
+    def __init__(self, position: int, message: str) -> None:
+        super().__init__(message)
+        self.position = position  # in the batch
 
 
 class _ShardFile:
@@ -292,9 +348,13 @@ class PremixedDataset(StreamingDataset):
             disagrees with its index or its groups; :class:`CorruptShardError` for a local shard
             whose size is not its index's.
 
+    ``ds[[i, j, ...]]`` (or ``__getitems__``) reads a batch in a few array operations;
+    :class:`PremixedLoader` iterates the dataset so, a batch at a time.
+
     Example:
         >>> ds = PremixedDataset(local="/data/cifar10-cutmix", batch_size=128)  # doctest: +SKIP
         >>> image, label = ds[0]  # doctest: +SKIP
+        >>> images, labels = ds[[0, 1, 2]]  # doctest: +SKIP
     """
 
     def __init__(
@@ -349,10 +409,13 @@ class PremixedDataset(StreamingDataset):
                 if f.read() != index_bytes:
                     raise ValueError(f"{where} changed while it was being opened; open it again")
         self.transform, self.image_dtype = transform, image_dtype
+        self._shard_bounds = np.concatenate([[0], np.cumsum(self.samples_per_shard)])
+        self._batch_drop_last: bool | None = None  # set by PremixedLoader: iterate batches
         # Raw rows: one read into one buffer, one record view of it, instead of streaming's
         # open per sample and copy per column. Not with a cache limit: an evicted shard's
         # descriptor would hold its disk space.
         files = _OpenShards()
+        self._raw_records: list[np.dtype | None] = []  # per shard: its row record if read raw
         for shard in self.shards:
             decoder = _FixedRowDecoder.for_columns(shard.column_names, shard.column_encodings,
                                                    shard.column_sizes)
@@ -361,6 +424,8 @@ class PremixedDataset(StreamingDataset):
                 if not self.cache_limit:
                     path = os.path.join(shard.dirname, shard.split, shard.raw_data.basename)
                     shard.get_sample_data = _ShardRows(path, files)
+            raw = decoder is not None and not self.cache_limit
+            self._raw_records.append(decoder.record if raw else None)
 
     def _shard_name(self, index: int) -> str:
         shard_id, _ = self.spanner[index % len(self)]
@@ -392,7 +457,25 @@ class PremixedDataset(StreamingDataset):
                 "hash after download")
             raise self._corrupt from None
 
-    def __getitem__(self, index: int) -> tuple[Any, torch.Tensor]:  # type: ignore[override]
+    def _unreadable(self, name: str, index: int, error: Exception) -> CorruptShardError:
+        if self._corrupt is not None:
+            return self._corrupt
+        return CorruptShardError(f"shard {name} of {self._where} is corrupt or unreadable: sample {index}: "
+                                 f"{type(error).__name__}: {error}")
+
+    def _not_a_distribution(self, name: str, index: int) -> CorruptShardError:
+        return CorruptShardError(
+            f"shard {name} of {self._where} is corrupt: sample {index}'s label is not a distribution "
+            f"over {self._layout.num_classes} classes (finite, non-negative, summing to 1); run "
+            "`cutmix-writer verify` on it")
+
+    def __getitem__(self, index: int | list[int] | np.ndarray) -> tuple[Any, torch.Tensor]:  # type: ignore[override]
+        """Sample ``index`` as ``(image, label)``; a list or array of ids is :meth:`__getitems__`."""
+        if isinstance(index, (list, np.ndarray)):
+            return self.__getitems__(index)
+        return self._sample(index)
+
+    def _sample(self, index: int) -> tuple[Any, torch.Tensor]:
         try:
             sample = super().__getitem__(index)
         except CorruptShardError:
@@ -400,23 +483,163 @@ class PremixedDataset(StreamingDataset):
         except IndexError:
             raise
         except Exception as e:  # a truncated or altered shard fails in numpy, struct, PIL, …
-            if self._corrupt is not None:
-                raise self._corrupt from None
-            raise CorruptShardError(f"shard {self._shard_name(index)} of {self._where} is corrupt "
-                                    f"or unreadable: sample {index}: {type(e).__name__}: {e}") from None
+            raise self._unreadable(self._shard_name(index), index, e) from None
         label = sample["label"]
         if not (isinstance(label, np.ndarray) and label.dtype == np.float32 and label.flags.writeable):
             label = np.array(label, dtype=np.float32)
-        num_classes = self._layout.num_classes
-        if not is_distribution(label, num_classes):
-            raise CorruptShardError(
-                f"shard {self._shard_name(index)} of {self._where} is corrupt: sample {index}'s "
-                f"label is not a distribution over {num_classes} classes (finite, non-negative, "
-                "summing to 1); run `cutmix-writer verify` on it")
+        if not is_distribution(label, self._layout.num_classes):
+            raise self._not_a_distribution(self._shard_name(index), index)
         image = _image_tensor(sample["image"], self.image_dtype)
         if self.transform is not None:
             image = self.transform(image)
         return image, torch.from_numpy(label)
+
+    def __getitems__(self, indices: list[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples ``indices`` as one batch: what stacking ``self[i]`` for each would give.
+
+        Images come as one ``B x C x H x W`` tensor (uint8, or float32 with ``image_dtype``),
+        labels as float32 ``B x K``, both contiguous. Raw rows are read with one ``preadv`` per
+        run of rows that follow each other in a shard (a batch in streaming's unshuffled order
+        is one read per shard it spans), viewed as one record array, and checked and converted in a few
+        array operations; shards that streaming decodes itself (PNG/JPEG) or that a cache
+        limit may evict are read a sample at a time. Every label is checked, as in ``self[i]``.
+
+        Raises:
+            IndexError: if an id is outside the dataset.
+            ValueError: if ``indices`` is empty or not a flat sequence of integers.
+            CorruptShardError: for a row its shard does not hold as its index says, or a label
+                that is not a distribution; it names the shard and the sample.
+        """
+        ids = np.array(indices)
+        if ids.ndim != 1 or not ids.size or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"indices: expected a non-empty flat sequence of sample ids, got shape "
+                             f"{ids.shape} of {ids.dtype}")
+        ids = ids.astype(np.int64)
+        ids[ids < 0] += self.num_samples  # negative ids count from the end, as in self[i]
+        outside = np.flatnonzero((ids < 0) | (ids >= self.num_samples))
+        if outside.size:
+            raise IndexError(f"indices: sample {indices[int(outside[0])]} is not in the dataset "
+                             f"({self.num_samples} samples)")
+        shard_ids = np.searchsorted(self._shard_bounds, ids, side="right") - 1
+        used = np.unique(shard_ids) if shard_ids.min() != shard_ids.max() else shard_ids[:1]
+        record = self._batch_record(used)
+        if record is None:
+            images, labels = zip(*(self._sample(int(i)) for i in ids), strict=True)
+            return torch.stack(images), torch.stack(labels)
+        rows = ids - self._shard_bounds[shard_ids]
+        buffer = np.empty(len(ids) * record.itemsize, np.uint8)  # every byte is read into
+        for shard_id in used:
+            places = np.flatnonzero(shard_ids == shard_id) if len(used) > 1 else np.arange(len(ids))
+            self._read_rows(int(shard_id), rows[places], places, record.itemsize, memoryview(buffer), ids)
+        records = np.frombuffer(buffer, dtype=record)
+        labels = np.array(records["label"], dtype=np.float32)
+        good = distribution_rows(labels, self._layout.num_classes)
+        if not good.all():
+            place = int(np.flatnonzero(~good)[0])
+            raise self._not_a_distribution(self._shard_name(int(ids[place])), int(ids[place]))
+        image = records["image"]
+        if image.ndim == 3:  # one channel stored as H x W
+            image = image[..., None]
+        chw = image.transpose(0, 3, 1, 2)
+        if self.image_dtype == "float32":
+            # float32 division, as in self[i]: the same values bit for bit.
+            out = np.divide(chw, np.float32(255.0), out=np.empty(chw.shape, np.float32))
+        else:
+            out = np.empty(chw.shape, chw.dtype)
+            np.copyto(out, chw)
+        images = torch.from_numpy(out)
+        if self.transform is not None:
+            images = torch.stack([self.transform(one) for one in images])
+        return images, torch.from_numpy(labels)
+
+    def _batch_record(self, shard_ids: np.ndarray) -> np.dtype | None:
+        """The row record shared by these shards if all are read as raw rows, else None."""
+        records = {self._raw_records[int(shard_id)] for shard_id in shard_ids}
+        return records.pop() if len(records) == 1 else None  # {None} pops None too
+
+    def _read_rows(self, shard_id: int, rows: np.ndarray, places: np.ndarray, size: int,
+                   into: memoryview, ids: np.ndarray) -> None:
+        """:meth:`_OpenShards.read_rows` for one shard, downloading it if it is missing."""
+        shard = self.shards[shard_id]
+        reader = shard.get_sample_data
+        name = (shard.zip_data or shard.raw_data).basename
+        for attempt in (0, 1):
+            try:
+                reader.files.read_rows(reader.path, rows, places, size, into)
+                break
+            except FileNotFoundError:  # not downloaded (yet): as streaming's get_item does
+                if attempt:
+                    raise
+                self.prepare_shard(shard_id)
+            except _BadRow as e:  # reported as the ValueError self[i] meets
+                raise self._unreadable(name, int(ids[e.position]), ValueError(str(e))) from None
+            except CorruptShardError:
+                raise
+            except Exception as e:  # a short header or offset table, fewer rows than the index
+                raise self._unreadable(name, int(ids[places[0]]), e) from None
+        self._shard_access_times[shard_id] = time.time_ns()
+
+    def _nothing_to_prepare(self) -> bool:
+        """Whether every shard is local and raw, and nothing can evict one (no cache limit)."""
+        if self.cache_limit or not (self._shard_states.numpy() == _ShardState.LOCAL).all():
+            return False
+        return all(os.path.isfile(os.path.join(shard.dirname, shard.split, shard.raw_data.basename))
+                   for shard in self.shards)
+
+    def _prepare_thread(self, it: _Iterator) -> None:
+        """Streaming's download thread, which ends at once when there is nothing to download.
+
+        It walks the epoch's samples one by one holding the GIL between them, which the
+        reading thread then waits for (up to the 5 ms switch interval) after every read.
+        """
+        if self._nothing_to_prepare():
+            it.prepare_index = it.total
+            it.on_exit()
+            return
+        super()._prepare_thread(it)
+
+    def _ready_thread(self, it: _Iterator) -> None:
+        """Streaming's readiness thread, which marks every sample ready when all are local."""
+        if self._nothing_to_prepare():
+            it.ready_index = it.total
+            it.on_exit()
+            return
+        super()._ready_thread(it)
+
+    def _each_sample_id(self, it: _Iterator) -> Iterator[Any]:
+        """Streaming's yield loop; for :class:`PremixedLoader`, a batch's ids at a time.
+
+        Streaming's ``__iter__`` maps ``self.__getitem__`` over what this yields, after its
+        download and ready threads have been started on this worker's partition ``it``. Per
+        sample, that is streaming's loop unchanged. Per batch, the ids are the same ones in the
+        same order, cut into arrays of ``batch_size`` (a short last one kept or dropped as a
+        ``DataLoader`` over this dataset would), and each is handed out once its last sample is
+        ready; ``__getitem__`` reads an array as one batch (:meth:`__getitems__`).
+        """
+        if self._batch_drop_last is None:
+            return super()._each_sample_id(it)
+        return self._each_batch_of_ids(it, self._batch_drop_last)
+
+    def _each_batch_of_ids(self, it: _Iterator, drop_last: bool) -> Iterator[np.ndarray]:
+        places = np.flatnonzero(it.sample_ids != -1)  # streaming pads partitions with -1
+        size = self.batch_size
+        stop = len(places) - len(places) % size if drop_last else len(places)
+        local = self._nothing_to_prepare()  # all ready: no waiting for the ready thread's first tick
+        for first in range(0, stop, size):
+            batch = places[first:first + size]
+            end = int(batch[-1]) + 1
+            while not local and it.ready_index < end and not (it.should_exit() or self._event.is_set()):
+                # The batch's samples are taken as they become ready, as streaming's own loop
+                # takes them, so its threads' read-ahead limit (predownload) counts from here.
+                it.yield_index = max(it.yield_index, it.ready_index)
+                time.sleep(TICK)
+            if it.should_exit() or self._event.is_set():
+                break
+            yield it.sample_ids[batch]
+            it.yield_index = end
+        else:
+            it.yield_index = it.total  # a dropped short batch: its samples count as taken
+        it.on_exit()
 
     def __iter__(self) -> Iterator[Any]:
         yield from super().__iter__()
@@ -426,3 +649,65 @@ class PremixedDataset(StreamingDataset):
         if getattr(self, "_event", None) is not None and self._event.is_set():
             raise RuntimeError(f"streaming's download thread failed while reading {self._where}; "
                                "see the error above")
+
+
+def _as_read(batch: Any) -> Any:
+    """``collate_fn`` for :class:`PremixedLoader`: the dataset yields whole batches."""
+    return batch
+
+
+class PremixedLoader(StreamingDataLoader):
+    """``StreamingDataLoader`` over a :class:`PremixedDataset` that reads a batch at once.
+
+    It yields what ``StreamingDataLoader(dataset, batch_size=dataset.batch_size, drop_last=...)``
+    with a stacking ``collate_fn`` yields: the same samples in the same order on each rank and
+    worker, as ``(images, labels)`` with ``images`` ``B x C x H x W`` and ``labels`` float32
+    ``B x K``; its ``len``, ``state_dict`` and ``load_state_dict`` are the same too, and
+    streaming's download and readiness threads run as they do for samples (ending at once
+    when every shard is local and raw and there is no cache limit: nothing to download or
+    evict). What differs is the cost: streaming's yield loop hands out a batch's ids at once, and
+    :meth:`PremixedDataset.__getitems__` reads them in a few array operations instead of a
+    Python call, a decode and a stack per sample.
+
+    The dataset then iterates batches (``iter(dataset)`` yields them, not samples): give each
+    loader a dataset of its own. Indexing it (``dataset[i]``) is unchanged.
+
+    Args:
+        dataset: the dataset; its ``batch_size`` is the loader's batch size.
+        drop_last: drop a worker's short last batch, as ``DataLoader``'s ``drop_last`` does
+            for an iterable dataset.
+        **kwargs: passed to ``DataLoader`` (``num_workers``, ``pin_memory``,
+            ``persistent_workers``, ``prefetch_factor``, ...).
+
+    Raises:
+        TypeError: if ``dataset`` is not a :class:`PremixedDataset`.
+        ValueError: if the dataset has no ``batch_size``, or ``kwargs`` sets what the loader
+            decides (``batch_size``, ``collate_fn``, ``sampler``, ``batch_sampler``, ``shuffle``).
+
+    Example:
+        >>> ds = PremixedDataset(local="/data/cifar10-cutmix", batch_size=128)  # doctest: +SKIP
+        >>> images, labels = next(iter(PremixedLoader(ds)))  # doctest: +SKIP
+    """
+
+    _iterator = None  # StreamingDataLoader.__del__ reads it, even after __init__ refused its arguments
+
+    def __init__(self, dataset: PremixedDataset, drop_last: bool = True, **kwargs: Any) -> None:
+        if not isinstance(dataset, PremixedDataset):
+            raise TypeError(f"dataset: PremixedLoader reads a PremixedDataset, got {type(dataset).__name__}")
+        size = dataset.batch_size
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"dataset: PremixedLoader needs the dataset's batch_size, got {size!r}")
+        taken = sorted(set(kwargs) & {"batch_size", "collate_fn", "sampler", "batch_sampler", "shuffle"})
+        if taken:
+            raise ValueError(f"{taken[0]}: PremixedLoader sets it (the dataset's batch_size, whole batches)")
+        dataset._batch_drop_last = bool(drop_last)
+        self._batches_drop_last = bool(drop_last)
+        super().__init__(dataset, batch_size=None, collate_fn=_as_read, **kwargs)
+        # Reported, not used: DataLoader batches nothing here (torch reads batch_size only in
+        # __init__ and __len__), but Composer takes its default microbatch size from it.
+        # DataLoader refuses to set it after __init__, hence object's own setattr.
+        object.__setattr__(self, "batch_size", size)
+
+    def __len__(self) -> int:
+        samples, size = len(self.dataset), self.batch_size  # this rank's samples per epoch
+        return samples // size if self._batches_drop_last else -(-samples // size)

@@ -312,6 +312,16 @@ def is_distribution(label: np.ndarray, num_classes: int) -> bool:
                 and abs(float(label.sum(dtype=np.float64)) - 1.0) <= _LABEL_TOLERANCE)
 
 
+def distribution_rows(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """For each row of ``labels`` (``N x K``), whether :func:`is_distribution` accepts it.
+
+    The same two reductions, once for the whole array: ``PremixedDataset`` checks a batch so.
+    """
+    if labels.ndim != 2 or labels.shape[1] != num_classes or num_classes == 0:
+        return np.zeros(len(labels), dtype=bool)
+    return (labels.min(1) >= 0) & (np.abs(labels.sum(1, dtype=np.float64) - 1.0) <= _LABEL_TOLERANCE)
+
+
 def check_sample(item: dict, layout: Layout, where: str) -> None:
     """Check one decoded sample's columns against the layout (shapes, ranges, a valid label).
 
