@@ -95,10 +95,11 @@ def source(cifar_root: Path) -> ImageSet:
     return load_cifar10(cifar_root, "train")
 
 
-@pytest.mark.parametrize("encoding", ["raw", "png"])
+@pytest.mark.parametrize(("encoding", "compression"),
+                         [("raw", None), ("png", None), ("raw", "zstd"), ("png", "bz2")])
 def test_pool_shards_equal_mdswriter_fed_row_by_row(source: ImageSet, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch,
-                                                    encoding: str) -> None:
+                                                    encoding: str, compression: str | None) -> None:
     # Pieces of 2 batches of 8: many pieces per shard, shards that start and end inside pieces.
     monkeypatch.setattr("writer.premix._IMAGES_PER_TASK", 16)
     schedule = Schedule(len(source), 8, 2)
@@ -108,11 +109,12 @@ def test_pool_shards_equal_mdswriter_fed_row_by_row(source: ImageSet, tmp_path: 
     for g in range(start, stop):
         epoch, batch = schedule.locate(g)
         rows += encode_rows(mix_batch(source, orders(epoch), 5, epoch, batch, 8, 1.0), encoding)
-    want_files, want_index = _streaming_shards(tmp_path / "streaming", rows, size_limit=9000)
+    want_files, want_index = _streaming_shards(tmp_path / "streaming", rows, size_limit=9000,
+                                               compression=compression)
     for workers in (1, 2):
         staging = tmp_path / f"w{workers}"
         writer = _index_writer(out=str(staging), columns={"x": "bytes"}, hashes=HASHES,
-                               size_limit=9000)
+                               size_limit=9000, compression=compression)
         steps = list(write_shards(source, schedule, ShardFormat.from_writer(writer), str(staging),
                                   seed=5, alpha=1.0, encoding=encoding, start=start, stop=stop,
                                   workers=workers))

@@ -1,12 +1,17 @@
 """The worker pool that writes shards: pieces mixed and encoded, shards built, bounded, dying with the writer.
 
-:func:`write_shards` splits the schedule into pieces of about 2,048 images. A worker mixes and
-encodes a piece and leaves its rows in a scratch file, returning only their sizes; the parent
-feeds the sizes, in piece order, to a :class:`~writer.shards.ShardPlanner`, and hands each shard
-it closes to a worker, which builds, hashes and writes the whole shard. The parent touches no
-row bytes: it only collects the shards' index entries, in order. Boundaries follow the rows'
-sizes alone, so the bytes do not depend on the number of workers.
+:func:`write_shards` splits the schedule into pieces of about 2,048 images, and shards are cut
+where :class:`~writer.shards.ShardPlanner` (``MDSWriter``'s rule) cuts them, which depends on the
+rows' sizes alone, so the bytes do not depend on the number of workers:
 
+* raw rows all have one size, so every shard is planned before anything is mixed: a worker
+  mixes and encodes a piece and writes its rows straight into their shard files, and once the
+  last piece of a shard is in, a worker seals it (hashes it, compresses it if asked);
+* png/jpeg rows vary: a worker leaves a piece's rows in a scratch file and returns only their
+  sizes; the parent feeds them to the planner in piece order and hands each shard it closes to
+  a worker, which builds, hashes and writes the whole shard.
+
+Either way the parent touches no row bytes: it collects the shards' index entries, in order.
 Workers start from a fork server and read the source from one memory-mapped copy.
 """
 
