@@ -1,6 +1,6 @@
 """The CutMix shard writer: pre-mix an image set into a byte-reproducible MDS dataset.
 
-``PremixedDataset`` and ``read_manifest`` are imported on first use: they need streaming, whose
+``PremixedDataset``, ``PremixedLoader`` and ``read_manifest`` are imported on first use: they need streaming, whose
 package import pulls in transformers (seconds), and the writer's worker processes, which import
 this package, never read datasets.
 """
@@ -22,6 +22,7 @@ from writer.sources import (
 __all__ = [
     "ImageSet",
     "PremixedDataset",
+    "PremixedLoader",
     "SourceError",
     "load_cifar10",
     "load_digits",
@@ -33,7 +34,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("PremixedDataset", "read_manifest"):
+    if name in ("PremixedDataset", "PremixedLoader", "read_manifest"):
         from writer import dataset
 
         return getattr(dataset, name)

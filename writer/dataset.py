@@ -14,6 +14,7 @@ each batch in a few array operations rather than a Python call per sample.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ import torch
 from streaming import StreamingDataLoader, StreamingDataset
 from streaming.base.constant import TICK
 from streaming.base.dataset import _Iterator, _ShardState
+from streaming.base.shared import SharedMemory
 
 from writer.errors import WriterError
 from writer.integrity import Layout, check_layout, check_merged_groups, distribution_rows, is_distribution
@@ -426,6 +428,37 @@ class PremixedDataset(StreamingDataset):
                     shard.get_sample_data = _ShardRows(path, files)
             raw = decoder is not None and not self.cache_limit
             self._raw_records.append(decoder.record if raw else None)
+        self._closed = False
+
+    def close(self) -> None:
+        """Release the shared memory streaming opened for this dataset, now rather than at exit.
+
+        streaming registers every shared-memory block it opens for cleanup at interpreter exit,
+        which keeps each block and its file descriptor open for the life of the process, and
+        each new dataset opens every live earlier one's blocks while it looks for a free name:
+        a process that builds many datasets (a test suite, a sweep) runs out of file descriptors
+        (measured here: 6 + 12 n(n+1)/2 descriptors after n datasets). Called when the dataset is
+        garbage-collected or leaves a ``with`` block; the dataset is unusable afterwards.
+        """
+        if getattr(self, "_closed", True):  # closed, or never finished building
+            return
+        self._closed = True
+        super().__del__()  # streaming's own release: marks its local folders free
+        for block in _shared_blocks(self):
+            atexit.unregister(block.cleanup)
+            block.cleanup()
+
+    def __enter__(self) -> PremixedDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - a destructor must not raise (e.g. at interpreter exit)
+            pass
 
     def _shard_name(self, index: int) -> str:
         shard_id, _ = self.spanner[index % len(self)]
@@ -649,6 +682,26 @@ class PremixedDataset(StreamingDataset):
         if getattr(self, "_event", None) is not None and self._event.is_set():
             raise RuntimeError(f"streaming's download thread failed while reading {self._where}; "
                                "see the error above")
+
+
+def _shared_blocks(dataset: StreamingDataset) -> list[SharedMemory]:
+    """The shared-memory blocks a dataset holds, directly or in its shared arrays and barrier."""
+    found: list[SharedMemory] = []
+    seen: set[int] = set()
+
+    def walk(value: object, depth: int) -> None:
+        if id(value) in seen or depth > 3:
+            return
+        seen.add(id(value))
+        if isinstance(value, SharedMemory):
+            found.append(value)
+        elif depth < 3 and hasattr(value, "__dict__") and (
+                value is dataset or type(value).__module__.startswith("streaming.base.shared")):
+            for attribute in vars(value).values():
+                walk(attribute, depth + 1)
+
+    walk(dataset, 0)
+    return found
 
 
 def _as_read(batch: Any) -> Any:
