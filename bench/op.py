@@ -19,8 +19,8 @@ How each contender is fed (none is patched; each is called as published):
   ``make_params`` (the λ/box draw) and pytree flattening. It cannot take a permutation: it
   always pastes from ``batch.roll(1, 0)`` (perm[i] = i - 1), which moves the same bytes as a
   random permutation.
-* timm ``Mixup`` (batch mode) when ``import timm`` works; it is not installed in this project's
-  environment, so it is reported as skipped.
+* timm ``Mixup`` (batch mode): reported as skipped. Where it imports (the ``bench`` extra
+  installs it) it still cannot be fed the shared box: it draws its own from numpy.
 
 Three more rows time the paste alone (the box region only, no targets): ours
 (``cutmix_algo.paste.permute_batch_``, ``auto``: the cycle walk or ``index_select`` by region
