@@ -38,7 +38,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -184,33 +186,27 @@ def main() -> None:
         warmup = time.perf_counter() - began
         runs = 0
 
-        def out() -> str:
+        def in_fresh_folder(run: Callable[[str], Any]) -> Any:
             nonlocal runs
             runs += 1
-            return str(tmp_path / f"out-{runs}")
+            path = str(tmp_path / f"out-{runs}")
+            try:
+                return run(path)
+            finally:
+                shutil.rmtree(path, ignore_errors=True)  # each run starts with no earlier output on disk
 
         def ours(encoding: str, workers: int) -> float:
-            path = out()
-            try:
-                return _ours(source, path, encoding=encoding, batch_size=args.batch_size,
-                             epochs=args.epochs, workers=workers)
-            finally:
-                shutil.rmtree(path, ignore_errors=True)
+            return in_fresh_folder(partial(_ours, source, encoding=encoding,
+                                           batch_size=args.batch_size, epochs=args.epochs,
+                                           workers=workers))
 
         def groups(encoding: str, count: int) -> tuple[float, list[float]]:
-            path = out()
-            try:
-                return _groups(root, path, encoding=encoding, batch_size=args.batch_size,
-                               epochs=args.epochs, groups=count)
-            finally:
-                shutil.rmtree(path, ignore_errors=True)
+            return in_fresh_folder(partial(_groups, root, encoding=encoding,
+                                           batch_size=args.batch_size, epochs=args.epochs,
+                                           groups=count))
 
         def streaming(encoding: str) -> float:
-            path = out()
-            try:
-                return _streaming(source, path, encoding=encoding)
-            finally:
-                shutil.rmtree(path, ignore_errors=True)
+            return in_fresh_folder(partial(_streaming, source, encoding=encoding))
 
         for encoding in args.encodings:
             cases: dict[str, Callable[[], tuple[float, list[float]]]] = {
