@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
+import pickle
 import uuid
 from pathlib import Path
 
@@ -250,3 +252,27 @@ def test_building_many_datasets_does_not_pile_up_descriptors(dataset: Path) -> N
         counts.append(len(_descriptors()))
     steps = np.diff(counts)
     assert steps[-1] <= steps[0], counts
+
+
+def _drop_a_copy(data: bytes) -> None:
+    copy = pickle.loads(data)
+    copy.close()
+    del copy
+    gc.collect()
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm")
+def test_a_workers_copy_leaves_the_shared_memory_to_its_owner(dataset: Path) -> None:
+    from writer.dataset import _shared_blocks
+
+    with PremixedDataset(local=str(dataset), batch_size=8) as ds:
+        names = ["/dev/shm/" + block.shm.name.lstrip("/") for block in _shared_blocks(ds)]
+        # As a DataLoader worker started by spawn gets it: pickled, then dropped at its exit.
+        worker = multiprocessing.get_context("spawn").Process(target=_drop_a_copy,
+                                                               args=(pickle.dumps(ds),))
+        worker.start()
+        worker.join(120)
+        assert worker.exitcode == 0
+        assert all(os.path.exists(n) for n in names)
+        ds[[0, 1]]
+    assert not any(os.path.exists(n) for n in names)

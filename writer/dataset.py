@@ -429,6 +429,7 @@ class PremixedDataset(StreamingDataset):
             raw = decoder is not None and not self.cache_limit
             self._raw_records.append(decoder.record if raw else None)
         self._closed = False
+        self._owner = os.getpid()  # copies in loader workers (pickled or forked) release nothing
 
     def close(self) -> None:
         """Release the shared memory streaming opened for this dataset, now rather than at exit.
@@ -438,11 +439,15 @@ class PremixedDataset(StreamingDataset):
         each new dataset opens every live earlier one's blocks while it looks for a free name:
         a process that builds many datasets (a test suite, a sweep) runs out of file descriptors
         (measured here: 6 + 12 n(n+1)/2 descriptors after n datasets). Called when the dataset is
-        garbage-collected or leaves a ``with`` block; the dataset is unusable afterwards.
+        garbage-collected or leaves a ``with`` block; the dataset is unusable afterwards. Only the
+        process that built the dataset releases anything: a copy in a dataloader worker, which
+        exits before the loader is done with the blocks, leaves them alone.
         """
         if getattr(self, "_closed", True):  # closed, or never finished building
             return
         self._closed = True
+        if os.getpid() != self._owner:
+            return
         super().__del__()  # streaming's own release: marks its local folders free
         for block in _shared_blocks(self):
             atexit.unregister(block.cleanup)
