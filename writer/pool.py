@@ -88,17 +88,15 @@ class _Encoder:
                     blobs.append(blob)
                     sizes.append(size)
                     continue
-                if raw is None:
-                    rows = sum(min(self.batch_size, len(self.source) - b * self.batch_size)
-                               for b in range(first, end))
+                if raw is None:  # room for full batches; the last one of an epoch may be short
                     record = raw_record(mixed.images.shape[1:], mixed.labels.shape[1])
-                    raw = self._rows(record, rows, reuse)
+                    raw = self._rows(record, (end - first) * self.batch_size, reuse)
                 fill_raw_rows(mixed, raw[at:at + n])
                 at += n
         finally:
             torch.set_num_threads(threads)
         if raw is not None:
-            return raw.view(np.uint8), np.full(len(raw), raw.dtype.itemsize, dtype=np.int64)
+            return raw[:at].view(np.uint8), np.full(at, raw.dtype.itemsize, dtype=np.int64)
         return b"".join(blobs), np.concatenate(sizes)
 
     def _rows(self, record: np.dtype, count: int, reuse: bool) -> np.ndarray:
@@ -180,10 +178,6 @@ def _run_placed(task: tuple[int, int, int], where: list[Placement], staging: str
     return len(sizes)
 
 
-def _run_seal(form: ShardFormat, spec: ShardSpec, staging: str) -> dict:
-    return seal_shard(form, spec, staging)
-
-
 def _run_build(form: ShardFormat, spec: ShardSpec, folder: str, staging: str) -> dict:
     fds = {piece: os.open(_piece_path(folder, piece), os.O_RDONLY) for piece, _, _ in spec.segments}
     try:
@@ -246,8 +240,8 @@ def write_shards(
     """
     stop = schedule.total_batches if stop is None else stop
     tasks = schedule.tasks(start, stop)
-    planner = ShardPlanner(form)
     if workers <= 1 or len(tasks) <= 1:
+        planner = ShardPlanner(form)
         encoder = _Encoder(source, seed, alpha, schedule.batch_size, encoding, mode)
         pieces: dict[int, bytes] = {}
         for piece, task in enumerate(tasks):
@@ -275,7 +269,8 @@ def write_shards(
                 yield from _placed(pool, tasks, plan_fixed(form, record.itemsize, counts), form,
                                    staging, workers)
             else:
-                yield from _pooled(pool, tasks, planner, form, folder, staging, workers)
+                yield from _pooled(pool, tasks, ShardPlanner(form), form, folder, staging,
+                                   workers)
         finally:
             # Not terminate(): a worker killed while it holds the call queue's lock hangs the
             # shutdown. Cancelled jobs never start; the few already handed out finish first.
@@ -297,7 +292,7 @@ def _placed(pool: ProcessPoolExecutor, tasks: list[tuple[int, int, int]], specs:
         job = next(todo, None)
         if job is not None:
             piece, task = job
-            pieces.append(pool.submit(_run_placed, task, where.get(piece, []), staging))
+            pieces.append(pool.submit(_run_placed, task, where[piece], staging))
 
     def collect(wait: bool) -> list[dict]:
         entries = []
@@ -313,7 +308,7 @@ def _placed(pool: ProcessPoolExecutor, tasks: list[tuple[int, int, int]], specs:
         done += 1
         submit_piece()
         while sealed < len(specs) and specs[sealed].segments[-1][0] < done:
-            seals.append(pool.submit(_run_seal, form, specs[sealed], staging))
+            seals.append(pool.submit(seal_shard, form, specs[sealed], staging))
             sealed += 1
         yield rows, collect(wait=False)
     yield 0, collect(wait=True)

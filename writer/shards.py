@@ -32,8 +32,8 @@ __all__ = [
     "ShardPlanner",
     "ShardSpec",
     "build_shard",
-    "digest",
     "hasher",
+    "header_size",
     "place_rows",
     "placements",
     "plan_fixed",
@@ -54,13 +54,6 @@ def hasher(algo: str) -> Any:
 
         return getattr(xxhash, algo)()
     return hashlib.new(algo)
-
-
-def digest(algo: str, data: Any) -> str:
-    """streaming's ``get_hash(algo, data)``: the hex digest of ``data``."""
-    running = hasher(algo)
-    running.update(data)
-    return running.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -185,10 +178,15 @@ class ShardPlanner:
         return spec
 
 
+def header_size(form: ShardFormat, count: int) -> int:
+    """The size of :func:`shard_header` for a shard of ``count`` rows."""
+    return 4 + 4 * (count + 1) + len(form.config_data)
+
+
 def shard_header(form: ShardFormat, sizes: np.ndarray) -> bytes:
     """The bytes before a shard's rows: sample count, offsets (one per row plus the end), config."""
     count = len(sizes)
-    head = 4 + 4 * (count + 1) + len(form.config_data)
+    head = header_size(form, count)
     offsets = np.zeros(count + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
     return b"".join((np.uint32(count).tobytes(), (offsets + head).astype(np.uint32).tobytes(),
@@ -255,7 +253,7 @@ def seal_shard(form: ShardFormat, spec: ShardSpec, folder: str) -> dict:
     """Hash (and compress) a planned shard whose rows :func:`place_rows` wrote; its index entry."""
     raw_name, _ = form.basenames(spec.index)
     path = os.path.join(folder, raw_name)
-    size = len(shard_header(form, spec.sizes)) + int(spec.sizes.sum(dtype=np.int64))
+    size = header_size(form, len(spec.sizes)) + int(spec.sizes.sum(dtype=np.int64))
     if os.path.getsize(path) != size:
         raise OSError(f"{raw_name} holds {os.path.getsize(path)} bytes, expected {size}")
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
