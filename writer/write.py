@@ -82,7 +82,7 @@ def write_premixed(
         manifest: the manifest to publish (:func:`writer.manifest.build_manifest`).
         start: first global batch to write (a group's share).
         stop: end global batch (default: all).
-        workers: processes that mix and encode.
+        workers: processes that mix, encode and write shards.
         progress: show a tqdm bar (img/s) on stderr.
 
     Returns:
