@@ -12,7 +12,8 @@ rows' sizes alone, so the bytes do not depend on the number of workers:
   a worker, which builds, hashes and writes the whole shard.
 
 Either way the parent touches no row bytes: it collects the shards' index entries, in order.
-Workers start from a fork server and read the source from one memory-mapped copy.
+Workers start from a fork server and map the source: the loaders' shared memory as it is, or
+any other array from one copy in a scratch file.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from writer.shards import (
     plan_fixed,
     seal_shard,
 )
+from writer.sharedmem import attach, shareable
 from writer.sources import ImageSet
 
 __all__ = ["default_workers", "write_shards"]
@@ -141,7 +143,7 @@ def _die_with(parent_pid: int) -> None:
     threading.Thread(target=watch, name="cutmix-parent-watch", daemon=True).start()
 
 
-def _init_worker(images_path: str, labels: np.ndarray, class_names: list[str], seed: int,
+def _init_worker(images: tuple, labels: np.ndarray, class_names: list[str], seed: int,
                  alpha: float, batch_size: int, encoding: str, mode: str,
                  parent_pid: int) -> None:
     global _WORKER_ENCODER
@@ -151,9 +153,12 @@ def _init_worker(images_path: str, labels: np.ndarray, class_names: list[str], s
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with(parent_pid)
-    # Memory-mapped, so every worker reads the one copy in the page cache.
-    images = np.load(images_path, mmap_mode="r")
-    source = ImageSet(images, labels, class_names)
+    # Either way every worker reads the one copy: the loader's shared memory, or the page cache.
+    if images[0] == "shared":
+        pixels = attach(*images[1:])
+    else:
+        pixels = np.load(images[1], mmap_mode="r")
+    source = ImageSet(pixels, labels, class_names)
     _WORKER_ENCODER = _Encoder(source, seed, alpha, batch_size, encoding, mode)
 
 
@@ -254,12 +259,16 @@ def write_shards(
         if last is not None:
             yield 0, [build_shard(form, last, pieces, staging)]
         return
-    # A Scratch, not a TemporaryDirectory: if a kill leaves the copy behind, the next write's
-    # sweep_stale() removes it.
+    # A Scratch, not a TemporaryDirectory: if a kill leaves a copy of the source or a png
+    # piece behind, the next write's sweep_stale() removes it.
     with Scratch("cutmix-writer-src-") as folder:
-        images_path = os.path.join(folder, "images.npy")
-        np.save(images_path, source.images)
-        initargs = (images_path, source.labels, source.class_names, seed, alpha,
+        shared = shareable(source.images)
+        if shared is not None:  # the loaders' pixels (writer.sharedmem): mapped, not copied
+            images: tuple = ("shared", *shared, source.images.shape, source.images.dtype)
+        else:
+            images = ("file", os.path.join(folder, "images.npy"))
+            np.save(images[1], source.images)
+        initargs = (images, source.labels, source.class_names, seed, alpha,
                     schedule.batch_size, encoding, mode, os.getpid())
         pool = _executor(min(workers, len(tasks)), initargs)
         try:

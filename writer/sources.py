@@ -1,7 +1,8 @@
 """Image sources for the writer: CIFAR-10, scikit-learn digits, an image folder, an MDS dataset.
 
 Every loader returns an :class:`ImageSet`: uint8 ``(N, H, W, C)`` pixels, int64 labels and the
-class names, fully in memory. The position of an image in ``images`` is its *source index*, the
+class names, fully in memory (shared memory, which the writer's workers map instead of copying:
+:mod:`writer.sharedmem`). The position of an image in ``images`` is its *source index*, the
 number the writer records as ``index_a``/``index_b`` and ``verify`` looks images up by.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from writer.errors import WriterError
+from writer.sharedmem import shared_empty
 from writer.uri import INDEX_NAME, is_remote
 
 __all__ = [
@@ -82,18 +84,24 @@ class ImageSet:
         """A sha256 hex digest of the pixels, shape, labels and class names; stable across runs."""
         digest = hashlib.sha256()
         digest.update(repr(tuple(self.images.shape)).encode())
-        digest.update(np.ascontiguousarray(self.images).tobytes())
+        digest.update(np.ascontiguousarray(self.images).data)  # hashed in place, not copied
         digest.update(np.ascontiguousarray(self.labels, dtype="<i8").tobytes())
         digest.update("\n".join(self.class_names).encode())
         return digest.hexdigest()
 
 
-def _make(images: np.ndarray, labels: Sequence[int] | np.ndarray, names: list[str]) -> ImageSet:
-    return ImageSet(
-        np.ascontiguousarray(images, dtype=np.uint8),
-        np.asarray(labels, dtype=np.int64),
-        [str(n) for n in names],
-    )
+def _make(images: np.ndarray | Sequence[np.ndarray], labels: Sequence[int] | np.ndarray,
+          names: list[str]) -> ImageSet:
+    # The pixels go straight into shared memory: a write with several workers then maps them
+    # instead of copying them (writer.sharedmem). A list of same-shaped images is stacked there.
+    if isinstance(images, np.ndarray) or not len(images):
+        images = images if isinstance(images, np.ndarray) else np.stack(images)  # [] raises
+        pixels = shared_empty(images.shape, np.uint8)
+        np.copyto(pixels, images, casting="unsafe")
+    else:
+        pixels = shared_empty((len(images), *np.shape(images[0])), np.uint8)
+        np.stack(images, out=pixels, casting="unsafe")
+    return ImageSet(pixels, np.asarray(labels, dtype=np.int64), [str(n) for n in names])
 
 
 def _check_split(split: str) -> str:
@@ -322,7 +330,7 @@ def load_imagefolder(root: str | Path, image_size: int | None = None) -> ImageSe
             labels.append(label)
     if not images:
         raise SourceError(f"no images found under {root} (expected {root}/<class>/<image file>)")
-    return _make(np.stack(images), labels, classes)
+    return _make(images, labels, classes)
 
 
 # Column encodings an MDS source may use. Images: an ndarray of integers (checked for 0..255 per
@@ -483,7 +491,7 @@ def load_mds(
         num_classes = int(values.max()) + 1
     check_labels(values, where, num_classes)
     names = class_names if class_names is not None else [str(i) for i in range(num_classes)]
-    return _make(np.stack(images), values, names)
+    return _make(images, values, names)
 
 
 def _imagefolder_root(root: Path, split: str) -> Path:

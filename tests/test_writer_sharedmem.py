@@ -1,0 +1,79 @@
+"""The loaders' pixels live in shared memory, and the writer's workers map them instead of a copy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_cifar10
+
+from writer.pool import write_shards
+from writer.premix import Schedule
+from writer.shards import ShardFormat
+from writer.sharedmem import attach, shareable, shared_empty
+from writer.sources import ImageSet, load_cifar10, load_digits, load_imagefolder
+from writer.write import HASHES, _index_writer
+
+
+def test_shareable_finds_the_buffer_and_offset_of_contiguous_views() -> None:
+    images = shared_empty((6, 4, 4, 3))
+    raw, offset = shareable(images)
+    assert offset == 0
+    assert shareable(images[2:])[0] is raw
+    assert shareable(images[2:])[1] == 2 * 4 * 4 * 3
+    assert shareable(images[:, :2]) is None  # skips bytes: not one run of the buffer
+    assert shareable(images[::-1]) is None
+    assert shareable(np.zeros((6, 4, 4, 3), np.uint8)) is None
+    assert shareable(np.ascontiguousarray(images)) is not None  # no copy was made
+
+
+def test_attach_sees_the_same_bytes_read_only() -> None:
+    images = shared_empty((3, 2, 2, 3))
+    images[:] = np.arange(images.size, dtype=np.uint8).reshape(images.shape)
+    raw, offset = shareable(images[1:])
+    view = attach(raw, offset, (2, 2, 2, 3), np.uint8)
+    np.testing.assert_array_equal(view, images[1:])
+    assert not view.flags.writeable
+    images[2, 0, 0, 0] = 200  # the same memory, not a copy
+    assert view[1, 0, 0, 0] == 200
+
+
+def test_the_loaders_put_their_pixels_in_shared_memory(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / "folder" / label).mkdir(parents=True)
+        Image.new("RGB", (5, 4), (10, 20, 30)).save(tmp_path / "folder" / label / "x.png")
+    sources = [load_cifar10(write_cifar10(tmp_path / "cifar"), "train"), load_digits("test"),
+               load_imagefolder(tmp_path / "folder")]
+    for source in sources:
+        assert shareable(source.images) is not None
+        assert source.images.dtype == np.uint8 and source.images.flags.c_contiguous
+    np.testing.assert_array_equal(sources[2].images[1], np.broadcast_to([10, 20, 30], (4, 5, 3)))
+
+
+def _write(source: ImageSet, folder: Path, workers: int) -> dict[str, bytes]:
+    schedule = Schedule(len(source), 8, 2)
+    writer = _index_writer(out=str(folder), columns={"x": "bytes"}, hashes=HASHES, size_limit=9000)
+    for _ in write_shards(source, schedule, ShardFormat.from_writer(writer), str(folder), seed=3,
+                          alpha=1.0, encoding="raw", workers=workers):
+        pass
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_workers_map_the_loaders_pixels_and_copy_any_other_array(
+        cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("writer.premix._IMAGES_PER_TASK", 16)  # several pieces: the pool runs
+    shared = load_cifar10(cifar_root, "train")
+    plain = ImageSet(np.array(shared.images), shared.labels, shared.class_names)
+    assert shareable(plain.images) is None
+    want = _write(shared, tmp_path / "w1", workers=1)
+    saves: list[str] = []
+    real_save = np.save
+    monkeypatch.setattr("writer.pool.np.save", lambda path, array: (saves.append(str(path)),
+                                                                     real_save(path, array)))
+    assert _write(shared, tmp_path / "shared", workers=2) == want
+    assert saves == []  # the loader's memory went to the workers as it is
+    assert _write(plain, tmp_path / "plain", workers=2) == want
+    assert len(saves) == 1 and saves[0].endswith("images.npy")
