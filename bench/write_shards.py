@@ -16,10 +16,15 @@ second. Rows:
 * with ``--load``: ours ``--workers 1`` and ``2`` again under a competing busy-loop process per
   core (``bench/op.py``'s ``BusyLoad``), the normal state of a training box.
 
-Every case runs ``--repeat`` times, interleaved with the others of its encoding; the fastest
-counts (the machine may be shared).
+Every case runs ``--repeat`` times for png and ``--raw-repeat`` times for raw (a raw write
+takes under a second here, so more rounds are cheap), interleaved with the others of its
+encoding; the fastest counts (the machine may be shared). Each ratio is also printed as the
+median over rounds of the ratio within a round, which one lucky run cannot move, and
+``--workers 2`` is set against the 2 group processes: two processes that share nothing show
+how far this machine itself scales the same work.
 
-Usage: python bench/write_shards.py [--n 50000] [--epochs 2] [--batch-size 128] [--repeat 3] [--load]
+Usage: python bench/write_shards.py [--n 50000] [--epochs 2] [--batch-size 128] [--repeat 3]
+    [--raw-repeat 7] [--load]
 
 (Named write_shards.py, not writer.py: Python puts bench/ first on sys.path, where a writer.py
 would shadow the ``writer`` package.)
@@ -33,6 +38,7 @@ import os
 import pickle
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -164,6 +170,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs per row; the fastest counts (the machine may be shared)")
+    parser.add_argument("--raw-repeat", type=int, default=7, help="runs per raw row")
     parser.add_argument("--encodings", nargs="+", choices=["raw", "png"], default=["raw", "png"])
     parser.add_argument("--load", action="store_true",
                         help="also time --workers 1 and 2 under a busy-loop process per core")
@@ -174,6 +181,7 @@ def main() -> None:
     from writer.sources import load_cifar10
 
     rows: list[tuple[str, str, int, int, float, str]] = []
+    summary: list[str] = []
     rows_written = args.n * args.epochs
     with tempfile.TemporaryDirectory(prefix="cutmix-bench-") as tmp:
         tmp_path = Path(tmp)
@@ -217,11 +225,15 @@ def main() -> None:
                 "g2": lambda e=encoding: groups(e, 2),
             }
             best: dict[str, tuple[float, list[float]]] = {}
-            for rep in range(args.repeat):
+            rounds: list[dict[str, float]] = []
+            repeat = args.raw_repeat if encoding == "raw" else args.repeat
+            for rep in range(repeat):
                 names = list(cases)
                 names = names[rep % len(names):] + names[:rep % len(names)]  # rotate the order
+                rounds.append({})
                 for name in names:
                     result = cases[name]()
+                    rounds[-1][name] = result[0]
                     if name not in best or result[0] < best[name][0]:
                         best[name] = result
             labels = {
@@ -235,22 +247,32 @@ def main() -> None:
                 seconds, each = best[name]
                 note = " / ".join(f"{t:.2f}" for t in each) if len(each) > 1 else ""
                 rows.append((label, encoding, procs, count, seconds, note))
-            print(f"{encoding}: --workers 2 / --workers 1 = {best['w1'][0] / best['w2'][0]:.2f}x, "
-                  f"2 groups / 1 group = {best['g1'][0] / best['g2'][0]:.2f}x, "
+
+            def paired(slow: str, fast: str, rounds: list[dict[str, float]] = rounds) -> float:
+                return statistics.median(r[slow] / r[fast] for r in rounds)
+
+            print(f"{encoding} (best of {repeat}; median of the rounds' own ratios in brackets): "
+                  f"--workers 2 / --workers 1 = {best['w1'][0] / best['w2'][0]:.2f}x "
+                  f"({paired('w1', 'w2'):.2f}x), "
+                  f"2 groups / 1 group = {best['g1'][0] / best['g2'][0]:.2f}x "
+                  f"({paired('g1', 'g2'):.2f}x), "
+                  f"--workers 2 / 2 groups = {best['g2'][0] / best['w2'][0]:.2f}x "
+                  f"({paired('g2', 'w2'):.2f}x), "
                   f"--workers 1 / streaming per row = "
                   f"{(rows_written / best['w1'][0]) / (args.n / best['streaming'][0]):.2f}x",
                   flush=True)
+            summary.append(f"{encoding}: best of {repeat}")
         if args.load:
-            with BusyLoad(seconds=60 + 30 * args.repeat) as _:
+            with BusyLoad(seconds=60 + 10 * args.raw_repeat) as _:
                 for workers in (1, 2):
-                    seconds = min(ours("raw", workers) for _ in range(args.repeat))
+                    seconds = min(ours("raw", workers) for _ in range(args.raw_repeat))
                     rows.append((f"cutmix-writer --workers {workers}, busy loop per core", "raw",
                                  workers, rows_written, seconds, ""))
 
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__), *sys.argv[1:]])
     load_avg = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"\nN = {args.n} images 32x32x3, {args.epochs} epochs mixed, batch size {args.batch_size}, "
-          f"{len(os.sched_getaffinity(0))} CPUs, best of {args.repeat}, load average {load_avg} at the "
+          f"{len(os.sched_getaffinity(0))} CPUs, {', '.join(summary)}, load average {load_avg} at the "
           f"end; pool warm-up (fork server start) {warmup:.1f} s, excluded below\n")
     print("| writer | encoding | processes | rows | seconds | img/s | each group (s) |")
     print("|---|---|---:|---:|---:|---:|---|")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +79,29 @@ def test_workers_map_the_loaders_pixels_and_copy_any_other_array(
     assert saves == []  # the loader's memory went to the workers as it is
     assert _write(plain, tmp_path / "plain", workers=2) == want
     assert len(saves) == 1 and saves[0].endswith("images.npy")
+
+
+def test_start_fork_server_starts_the_workers_server_at_once() -> None:
+    # In a fresh interpreter (this one's server may already run): right after the call, and
+    # before any write, a child of that process is the fork server, importing this package.
+    script = """
+import os, sys
+from writer.pool import start_fork_server
+start_fork_server()
+me = str(os.getpid())
+children = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\\0", b" ").decode()
+    except OSError:
+        continue
+    if stat[1] == me:
+        children.append(cmdline)
+print(sum("forkserver" in c and "writer.pool" in c for c in children))
+"""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("reads /proc")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "1", out.stderr

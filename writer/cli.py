@@ -21,7 +21,7 @@ from writer.encode import ENCODINGS
 from writer.errors import WriterError
 from writer.manifest import DEFAULT_SIZE_LIMIT, INDEX_NAME, MODES, PremixConfig, build_manifest
 from writer.merge import group_name, merge_groups
-from writer.pool import default_workers
+from writer.pool import default_workers, start_fork_server
 from writer.premix import Schedule
 from writer.preview import render_preview
 from writer.scratch import sweep_stale
@@ -42,10 +42,10 @@ def _alpha(ctx: click.Context, param: click.Parameter, value: float) -> float:
 
 
 def _compression(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value in (None, "", "none"):
+        return None  # before importing streaming, whose package import takes seconds
     from streaming.base.compression import get_compressions, is_compression
 
-    if value in (None, "", "none"):
-        return None
     if not is_compression(value):
         raise click.BadParameter(
             f"{value!r} is not one of streaming's compressions: "
@@ -199,6 +199,9 @@ def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epo
         raise click.BadParameter(str(e), param_hint="'--out'") from None
     target = out if group is None else join_uri(out, group_name(group))
     click.get_current_context().meta[_TARGET] = target
+    workers = workers or default_workers()
+    if workers > 1:
+        start_fork_server()  # its imports run while this process loads the source
     sweep_stale()  # scratch copies a killed write could not remove
     destination = None
     try:
@@ -239,7 +242,7 @@ def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epo
         if existing:
             destination.clear()
         summary = write_premixed(images, destination, config, manifest, start=start, stop=stop,
-                                 workers=workers or default_workers(), progress=progress)
+                                 workers=workers, progress=progress)
     except KeyboardInterrupt as e:
         signum = signal.SIGTERM if isinstance(e, _Terminated) else signal.SIGINT
         raise _Interrupted(signum, target) from None

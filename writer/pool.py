@@ -49,7 +49,7 @@ from writer.shards import (
 from writer.sharedmem import attach, shareable
 from writer.sources import ImageSet
 
-__all__ = ["default_workers", "write_shards"]
+__all__ = ["default_workers", "start_fork_server", "write_shards"]
 
 
 class _Encoder:
@@ -192,17 +192,34 @@ def _run_build(form: ShardFormat, spec: ShardSpec, folder: str, staging: str) ->
             os.close(fd)
 
 
-def _executor(workers: int, initargs: tuple) -> ProcessPoolExecutor:
+def _context() -> multiprocessing.context.BaseContext:
     # forkserver, not fork: the caller (a CLI, a test runner, a trainer) may have threads, and a
     # forked child can deadlock on a lock one of them held. The server imports this module once,
-    # so each worker starts in milliseconds. ProcessPoolExecutor, not Pool: a worker that dies
-    # raises BrokenProcessPool instead of leaving its result to be waited for forever.
+    # so each worker starts in milliseconds.
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["writer.pool"])
-    else:
-        context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=initargs)
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def start_fork_server() -> None:
+    """Start the workers' fork server now (where there is one) instead of at the first write.
+
+    The server imports torch and this package, seconds on a small machine. Started early, for
+    example before loading the source, those imports run alongside the caller's own work; a
+    write with ``workers > 1`` then finds the server running. Nothing happens if it already is.
+    """
+    if _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def _executor(workers: int, initargs: tuple) -> ProcessPoolExecutor:
+    # ProcessPoolExecutor, not Pool: a worker that dies raises BrokenProcessPool instead of
+    # leaving its result to be waited for forever.
+    return ProcessPoolExecutor(workers, _context(), initializer=_init_worker, initargs=initargs)
 
 
 def write_shards(
