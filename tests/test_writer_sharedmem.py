@@ -51,6 +51,7 @@ def test_the_loaders_put_their_pixels_in_shared_memory(tmp_path: Path) -> None:
                load_imagefolder(tmp_path / "folder")]
     for source in sources:
         assert shareable(source.images) is not None
+        assert shareable(source.labels) is not None and source.labels.dtype == np.int64
         assert source.images.dtype == np.uint8 and source.images.flags.c_contiguous
     np.testing.assert_array_equal(sources[2].images[1], np.broadcast_to([10, 20, 30], (4, 5, 3)))
 

@@ -143,7 +143,7 @@ def _die_with(parent_pid: int) -> None:
     threading.Thread(target=watch, name="cutmix-parent-watch", daemon=True).start()
 
 
-def _init_worker(images: tuple, labels: np.ndarray, class_names: list[str], seed: int,
+def _init_worker(images: tuple, labels: tuple, class_names: list[str], seed: int,
                  alpha: float, batch_size: int, encoding: str, mode: str,
                  parent_pid: int) -> None:
     global _WORKER_ENCODER
@@ -153,13 +153,33 @@ def _init_worker(images: tuple, labels: np.ndarray, class_names: list[str], seed
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with(parent_pid)
-    # Either way every worker reads the one copy: the loader's shared memory, or the page cache.
-    if images[0] == "shared":
-        pixels = attach(*images[1:])
-    else:
-        pixels = np.load(images[1], mmap_mode="r")
-    source = ImageSet(pixels, labels, class_names)
+    source = ImageSet(_received(images), _received(labels), class_names)
     _WORKER_ENCODER = _Encoder(source, seed, alpha, batch_size, encoding, mode)
+
+
+def _sent(array: np.ndarray, folder: str | None = None) -> tuple:
+    """How ``array`` reaches the workers: its shared memory, else a file in ``folder``, else itself.
+
+    Shared memory (the loaders', :mod:`writer.sharedmem`) is mapped by every worker as it is;
+    a file is one copy, memory-mapped from the page cache; an array passed as itself is pickled
+    into every worker as it starts (fine for small ones only).
+    """
+    shared = shareable(array)
+    if shared is not None:
+        return ("shared", *shared, array.shape, array.dtype)
+    if folder is None:
+        return ("array", array)
+    path = os.path.join(folder, "images.npy")
+    np.save(path, array)
+    return ("file", path)
+
+
+def _received(sent: tuple) -> np.ndarray:
+    if sent[0] == "shared":
+        return attach(*sent[1:])
+    if sent[0] == "file":
+        return np.load(sent[1], mmap_mode="r")
+    return sent[1]
 
 
 def _piece_path(folder: str, piece: int) -> str:
@@ -279,14 +299,8 @@ def write_shards(
     # A Scratch, not a TemporaryDirectory: if a kill leaves a copy of the source or a png
     # piece behind, the next write's sweep_stale() removes it.
     with Scratch("cutmix-writer-src-") as folder:
-        shared = shareable(source.images)
-        if shared is not None:  # the loaders' pixels (writer.sharedmem): mapped, not copied
-            images: tuple = ("shared", *shared, source.images.shape, source.images.dtype)
-        else:
-            images = ("file", os.path.join(folder, "images.npy"))
-            np.save(images[1], source.images)
-        initargs = (images, source.labels, source.class_names, seed, alpha,
-                    schedule.batch_size, encoding, mode, os.getpid())
+        initargs = (_sent(source.images, folder), _sent(source.labels), source.class_names,
+                    seed, alpha, schedule.batch_size, encoding, mode, os.getpid())
         pool = _executor(min(workers, len(tasks)), initargs)
         try:
             if encoding == "raw":

@@ -92,8 +92,9 @@ class ImageSet:
 
 def _make(images: np.ndarray | Sequence[np.ndarray], labels: Sequence[int] | np.ndarray,
           names: list[str]) -> ImageSet:
-    # The pixels go straight into shared memory: a write with several workers then maps them
-    # instead of copying them (writer.sharedmem). A list of same-shaped images is stacked there.
+    # The pixels and labels go straight into shared memory: a write with several workers then
+    # maps them instead of copying them (writer.sharedmem). A list of same-shaped images is
+    # stacked there.
     if isinstance(images, np.ndarray) or not len(images):
         images = images if isinstance(images, np.ndarray) else np.stack(images)  # [] raises
         pixels = shared_empty(images.shape, np.uint8)
@@ -101,7 +102,10 @@ def _make(images: np.ndarray | Sequence[np.ndarray], labels: Sequence[int] | np.
     else:
         pixels = shared_empty((len(images), *np.shape(images[0])), np.uint8)
         np.stack(images, out=pixels, casting="unsafe")
-    return ImageSet(pixels, np.asarray(labels, dtype=np.int64), [str(n) for n in names])
+    values = np.asarray(labels)
+    shared_labels = shared_empty(values.shape, np.int64)
+    np.copyto(shared_labels, values, casting="unsafe")
+    return ImageSet(pixels, shared_labels, [str(n) for n in names])
 
 
 def _check_split(split: str) -> str:
