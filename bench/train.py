@@ -300,30 +300,30 @@ def main() -> None:
     print(f"\ninput pipelines, median of {args.pipeline_repeats} alternating runs (images/s):\n")
     print("| pipeline | loader alone | + device copy, crop/flip, normalize |")
     print("|---|---:|---:|")
+    quiet = {key: statistics.median(values) for key, values in rates.items()}
+    busy_rates = {key: statistics.median(values) for key, values in loaded.items()} if args.load else {}
     print(f"| in-memory uint8 (online; its CutMix call not included) | "
-          f"{statistics.median(rates['online loader']):,.0f} | {pipeline:,.0f} |")  # fmt: skip
+          f"{quiet['online loader']:,.0f} | {pipeline:,.0f} |")  # fmt: skip
     print(f"| pre-mixed shards (PremixedDataset + PremixedLoader) | "
-          f"{statistics.median(rates['premixed loader']):,.0f} | {feed:,.0f} |")  # fmt: skip
+          f"{quiet['premixed loader']:,.0f} | {feed:,.0f} |")  # fmt: skip
     if args.load:
-        print(f"| in-memory uint8, under load | {statistics.median(loaded['online loader']):,.0f} "
-              f"| {statistics.median(loaded['online']):,.0f} |")  # fmt: skip
-        print(f"| pre-mixed shards, under load | {statistics.median(loaded['premixed loader']):,.0f} "
-              f"| {statistics.median(loaded['premixed']):,.0f} |")  # fmt: skip
-    alone = statistics.median(rates["premixed loader"]) / statistics.median(rates["online loader"])
-    feeds = statistics.median(rates["premixed loader"]) / pipeline
+        print(f"| in-memory uint8, under load | {busy_rates['online loader']:,.0f} "
+              f"| {busy_rates['online']:,.0f} |")  # fmt: skip
+        print(f"| pre-mixed shards, under load | {busy_rates['premixed loader']:,.0f} "
+              f"| {busy_rates['premixed']:,.0f} |")  # fmt: skip
     cores = os.cpu_count()
     # The goal (issue 12): the pre-mixed loader feeds at least as many images per second as the
     # in-memory online pipeline consumes. Pipeline against pipeline is printed beside it.
-    print(f"\npre-mixed loader / in-memory online pipeline: {feeds:.2f} (goal >= 1); pipeline against "
-          f"pipeline {feed / pipeline:.2f}, loaders alone {alone:.2f}; load "
+    print(f"\npre-mixed loader / in-memory online pipeline: {quiet['premixed loader'] / pipeline:.2f} "
+          f"(goal >= 1); pipeline against pipeline {feed / pipeline:.2f}, loaders alone "
+          f"{quiet['premixed loader'] / quiet['online loader']:.2f}; load "
           f"average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end on {cores} cores")  # fmt: skip
     if args.load:
-        under = statistics.median(loaded["premixed"]) / statistics.median(loaded["online"])
-        under_alone = statistics.median(loaded["premixed loader"]) / statistics.median(loaded["online loader"])
         print(f"under load ({busy.processes} busy-loop processes, load average {load_under[0]:.1f} at its end): "
               f"pre-mixed loader / in-memory online pipeline "
-              f"{statistics.median(loaded['premixed loader']) / statistics.median(loaded['online']):.2f}, "
-              f"pipeline against pipeline {under:.2f}, loaders alone {under_alone:.2f}"
+              f"{busy_rates['premixed loader'] / busy_rates['online']:.2f}, "
+              f"pipeline against pipeline {busy_rates['premixed'] / busy_rates['online']:.2f}, "
+              f"loaders alone {busy_rates['premixed loader'] / busy_rates['online loader']:.2f}"
               + ("" if load_outlived else "; the load ended before the rows did (raise --load-seconds)"))  # fmt: skip
     print(f"\ncommand: {shlex.join([sys.executable, *sys.argv])}")
 

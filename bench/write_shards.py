@@ -8,7 +8,7 @@ second. Rows:
 * streaming converter, one process;
 * ours in-process with ``--workers 1`` and with ``--workers 2`` (the pool's one-off start, which
   imports torch & co. once in the fork server, is reported separately; each write still pays
-  for starting its two workers and copying the source for them);
+  for starting its two workers, which map the loaded source instead of copying it);
 * scale-out: ``--num-groups 2`` as two processes at once, 1 worker each, against one process
   writing everything. Each process first makes a small write of its own (imports, first calls),
   then all start together; each reports its own time, and img/s is all rows over the span from

@@ -140,11 +140,16 @@ class _OpenShards:
         with self._lock:
             return self._row(path, index)
 
-    def _row(self, path: str, index: int) -> memoryview:
+    def _shard(self, path: str) -> _ShardFile:
+        # The open shard at path, opened if need be, now the most recently used (last).
         shard = self._files.pop(path, None)
         if shard is None:
             shard = self._open(path)
-        self._files[path] = shard  # most recently used last
+        self._files[path] = shard
+        return shard
+
+    def _row(self, path: str, index: int) -> memoryview:
+        shard = self._shard(path)
         offsets = shard.offsets
         if not 0 <= index < len(offsets) - 1:
             raise IndexError(f"row {index} is not in {os.path.basename(path)} "
@@ -173,10 +178,7 @@ class _OpenShards:
         the file.
         """
         with self._lock:
-            shard = self._files.pop(path, None)
-            if shard is None:
-                shard = self._open(path)
-            self._files[path] = shard
+            shard = self._shard(path)
             offsets = shard.offsets
             if not (0 <= rows.min() and rows.max() < len(offsets) - 1):
                 raise IndexError(f"rows {rows.min()} to {rows.max()} are not all in "
@@ -759,7 +761,6 @@ class PremixedLoader(StreamingDataLoader):
         if taken:
             raise ValueError(f"{taken[0]}: PremixedLoader sets it (the dataset's batch_size, whole batches)")
         dataset._batch_drop_last = bool(drop_last)
-        self._batches_drop_last = bool(drop_last)
         super().__init__(dataset, batch_size=None, collate_fn=_as_read, **kwargs)
         # Reported, not used: DataLoader batches nothing here (torch reads batch_size only in
         # __init__ and __len__), but Composer takes its default microbatch size from it.
@@ -768,4 +769,4 @@ class PremixedLoader(StreamingDataLoader):
 
     def __len__(self) -> int:
         samples, size = len(self.dataset), self.batch_size  # this rank's samples per epoch
-        return samples // size if self._batches_drop_last else -(-samples // size)
+        return samples // size if self.dataset._batch_drop_last else -(-samples // size)

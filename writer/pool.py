@@ -157,8 +157,8 @@ def _init_worker(images: tuple, labels: tuple, class_names: list[str], seed: int
     _WORKER_ENCODER = _Encoder(source, seed, alpha, batch_size, encoding, mode)
 
 
-def _sent(array: np.ndarray, folder: str | None = None) -> tuple:
-    """How ``array`` reaches the workers: its shared memory, else a file in ``folder``, else itself.
+def _sent(array: np.ndarray, path: str | None = None) -> tuple:
+    """How ``array`` reaches the workers: its shared memory, else a file at ``path``, else itself.
 
     Shared memory (the loaders', :mod:`writer.sharedmem`) is mapped by every worker as it is;
     a file is one copy, memory-mapped from the page cache; an array passed as itself is pickled
@@ -167,9 +167,8 @@ def _sent(array: np.ndarray, folder: str | None = None) -> tuple:
     shared = shareable(array)
     if shared is not None:
         return ("shared", *shared, array.shape, array.dtype)
-    if folder is None:
+    if path is None:
         return ("array", array)
-    path = os.path.join(folder, "images.npy")
     np.save(path, array)
     return ("file", path)
 
@@ -299,8 +298,9 @@ def write_shards(
     # A Scratch, not a TemporaryDirectory: if a kill leaves a copy of the source or a png
     # piece behind, the next write's sweep_stale() removes it.
     with Scratch("cutmix-writer-src-") as folder:
-        initargs = (_sent(source.images, folder), _sent(source.labels), source.class_names,
-                    seed, alpha, schedule.batch_size, encoding, mode, os.getpid())
+        images = _sent(source.images, os.path.join(folder, "images.npy"))
+        initargs = (images, _sent(source.labels), source.class_names, seed, alpha,
+                    schedule.batch_size, encoding, mode, os.getpid())
         pool = _executor(min(workers, len(tasks)), initargs)
         try:
             if encoding == "raw":
