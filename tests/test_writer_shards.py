@@ -13,7 +13,16 @@ from hypothesis import strategies as st
 from writer.encode import encode_rows
 from writer.pool import write_shards
 from writer.premix import EpochOrders, Schedule, mix_batch
-from writer.shards import ShardFormat, ShardPlanner, build_shard, hasher
+from writer.shards import (
+    RowPlacer,
+    ShardFormat,
+    ShardPlanner,
+    build_shard,
+    hasher,
+    placements,
+    plan_fixed,
+    seal_shard,
+)
 from writer.sources import ImageSet, load_cifar10
 from writer.write import HASHES, _index_writer
 
@@ -69,6 +78,38 @@ def test_planned_shards_equal_mdswriters_own(tmp_path_factory: pytest.TempPathFa
     got_files, got_index = _ours(root / "ours", pieces, **kwargs)
     assert got_index == want_index
     assert got_files == want_files
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(row_size=st.integers(1, 300),
+       piece_rows=st.lists(st.integers(1, 40), min_size=1, max_size=6),
+       batch=st.integers(1, 17),
+       size_limit=st.integers(1500, 8000),
+       reverse=st.booleans())
+def test_rows_placed_batch_by_batch_make_mdswriters_shards(
+        tmp_path_factory: pytest.TempPathFactory, row_size: int, piece_rows: list[int],
+        batch: int, size_limit: int, reverse: bool) -> None:
+    # Raw rows: the plan is made from the sizes alone, each piece's rows are written in runs of
+    # ``batch`` rows (as a worker writes each mixed batch), pieces in any order, then sealed.
+    rng = np.random.default_rng(row_size * 1000 + batch)
+    rows = [rng.integers(0, 256, row_size, dtype=np.uint8).tobytes() for _ in range(sum(piece_rows))]
+    root = tmp_path_factory.mktemp("placed")
+    want_files, want_index = _streaming_shards(root / "streaming", rows, size_limit=size_limit)
+    (root / "ours").mkdir()
+    form = ShardFormat.from_writer(_index_writer(out=str(root / "cfg"), columns={"x": "bytes"},
+                                                 hashes=HASHES, size_limit=size_limit))
+    specs = plan_fixed(form, row_size, piece_rows)
+    where = placements(form, specs)
+    starts = np.cumsum([0, *piece_rows])
+    order = range(len(piece_rows))
+    for piece in reversed(order) if reverse else order:
+        blob = b"".join(rows[starts[piece]:starts[piece + 1]])
+        with RowPlacer(where[piece], str(root / "ours")) as placer:
+            for at in range(0, len(blob), batch * row_size):
+                placer.write(blob[at:at + batch * row_size], at)
+    got_index = [seal_shard(form, spec, str(root / "ours")) for spec in specs]
+    assert got_index == want_index
+    assert _files(root / "ours") == want_files
 
 
 def test_a_row_over_the_limit_gets_its_own_shard_not_an_empty_one(tmp_path: Path) -> None:

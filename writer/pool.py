@@ -5,8 +5,9 @@ where :class:`~writer.shards.ShardPlanner` (``MDSWriter``'s rule) cuts them, whi
 rows' sizes alone, so the bytes do not depend on the number of workers:
 
 * raw rows all have one size, so every shard is planned before anything is mixed: a worker
-  mixes and encodes a piece and writes its rows straight into their shard files, and once the
-  last piece of a shard is in, a worker seals it (hashes it, compresses it if asked);
+  mixes and encodes a piece batch by batch, writing each batch's rows straight into their
+  shard files, and once the last piece of a shard is in, a worker seals it (hashes it,
+  compresses it if asked); with one worker, this process does the same, in order;
 * png/jpeg rows vary: a worker leaves a piece's rows in a scratch file and returns only their
   sizes; the parent feeds them to the planner in piece order and hands each shard it closes to
   a worker, which builds, hashes and writes the whole shard.
@@ -33,15 +34,15 @@ import numpy as np
 import torch
 
 from writer.encode import encode_batch, fill_raw_rows, raw_record
-from writer.premix import EpochOrders, Schedule, mix_batch
+from writer.premix import EpochOrders, MixedBatch, Schedule, mix_batch
 from writer.scratch import Scratch
 from writer.shards import (
     Placement,
+    RowPlacer,
     ShardFormat,
     ShardPlanner,
     ShardSpec,
     build_shard,
-    place_rows,
     placements,
     plan_fixed,
     seal_shard,
@@ -62,48 +63,49 @@ class _Encoder:
         self.order = EpochOrders(seed, len(source))
         self._kept: np.ndarray | None = None
 
-    def __call__(self, task: tuple[int, int, int],
-                 reuse: bool = False) -> tuple[bytes | np.ndarray, np.ndarray]:
-        """The rows of a task's batches back to back, and each row's size.
-
-        With ``reuse``, raw rows go into a buffer this encoder keeps for the next call (the
-        caller is done with them by then): fresh memory costs page faults that outweigh the
-        copy itself.
-        """
-        epoch, first, end = task
-        order = self.order(epoch)
+    def __call__(self, task: tuple[int, int, int]) -> tuple[bytes, np.ndarray]:
+        """The png/jpeg rows of a task's batches back to back, and each row's size."""
         blobs: list[bytes] = []
         sizes: list[np.ndarray] = []
-        raw: np.ndarray | None = None
-        at = 0
+        for mixed in self._mixed(task):
+            blob, size = encode_batch(mixed, self.encoding)
+            blobs.append(blob)
+            sizes.append(size)
+        return b"".join(blobs), np.concatenate(sizes)
+
+    def place(self, task: tuple[int, int, int], placer: RowPlacer) -> int:
+        """Mix a task's batches as raw rows and write each batch through ``placer``; the row count.
+
+        One batch-sized buffer serves every batch, so each batch's rows are written while they
+        are still in the core's cache: a piece-sized buffer would take each row through main
+        memory twice more, and memory is what two workers on one machine share.
+        """
+        at = rows = 0
+        for mixed in self._mixed(task):
+            n = len(mixed.images)
+            out = self._rows(raw_record(mixed.images.shape[1:], mixed.labels.shape[1]), n)
+            fill_raw_rows(mixed, out)
+            placer.write(out, at)
+            at += out.nbytes
+            rows += n
+        return rows
+
+    def _mixed(self, task: tuple[int, int, int]) -> Iterator[MixedBatch]:
+        epoch, first, end = task
+        order = self.order(epoch)
         # The box copies are tiny: torch's intra-op threads only add synchronization, which
         # costs 100x the copy itself on a busy machine. Restored for the caller afterwards.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             for batch in range(first, end):
-                mixed = mix_batch(self.source, order, self.seed, epoch, batch, self.batch_size,
-                                  self.alpha, self.mode)
-                n = len(mixed.images)
-                if self.encoding != "raw":
-                    blob, size = encode_batch(mixed, self.encoding)
-                    blobs.append(blob)
-                    sizes.append(size)
-                    continue
-                if raw is None:  # room for full batches; the last one of an epoch may be short
-                    record = raw_record(mixed.images.shape[1:], mixed.labels.shape[1])
-                    raw = self._rows(record, (end - first) * self.batch_size, reuse)
-                fill_raw_rows(mixed, raw[at:at + n])
-                at += n
+                yield mix_batch(self.source, order, self.seed, epoch, batch, self.batch_size,
+                                self.alpha, self.mode)
         finally:
             torch.set_num_threads(threads)
-        if raw is not None:
-            return raw[:at].view(np.uint8), np.full(at, raw.dtype.itemsize, dtype=np.int64)
-        return b"".join(blobs), np.concatenate(sizes)
 
-    def _rows(self, record: np.dtype, count: int, reuse: bool) -> np.ndarray:
-        if not reuse:
-            return np.empty(count, dtype=record)
+    def _rows(self, record: np.dtype, count: int) -> np.ndarray:
+        # Kept from call to call: fresh memory costs page faults that outweigh the copy itself.
         kept = self._kept
         if kept is None or kept.dtype != record or len(kept) < count:
             kept = self._kept = np.empty(count, dtype=record)
@@ -187,7 +189,7 @@ def _piece_path(folder: str, piece: int) -> str:
 
 def _run_piece(task: tuple[int, int, int], piece: int, folder: str) -> np.ndarray:
     assert _WORKER_ENCODER is not None, "worker was not initialized"
-    blob, sizes = _WORKER_ENCODER(task, reuse=True)
+    blob, sizes = _WORKER_ENCODER(task)
     # The rows stay in a scratch file for the worker that builds their shard; only their
     # sizes cross the pipe to the parent.
     with open(_piece_path(folder, piece), "wb") as f:
@@ -197,9 +199,8 @@ def _run_piece(task: tuple[int, int, int], piece: int, folder: str) -> np.ndarra
 
 def _run_placed(task: tuple[int, int, int], where: list[Placement], staging: str) -> int:
     assert _WORKER_ENCODER is not None, "worker was not initialized"
-    rows, sizes = _WORKER_ENCODER(task, reuse=True)
-    place_rows(rows, where, staging)
-    return len(sizes)
+    with RowPlacer(where, staging) as placer:
+        return _WORKER_ENCODER.place(task, placer)
 
 
 def _run_build(form: ShardFormat, spec: ShardSpec, folder: str, staging: str) -> dict:
@@ -281,19 +282,18 @@ def write_shards(
     """
     stop = schedule.total_batches if stop is None else stop
     tasks = schedule.tasks(start, stop)
-    if workers <= 1 or len(tasks) <= 1:
-        planner = ShardPlanner(form)
+    workers = min(workers, len(tasks))
+    specs: list[ShardSpec] = []
+    if encoding == "raw":
+        record = raw_record(source.images.shape[1:], source.num_classes)
+        counts = [sum(map(schedule.batch_len, range(first, end))) for _, first, end in tasks]
+        specs = plan_fixed(form, record.itemsize, counts)
+    if workers <= 1:
         encoder = _Encoder(source, seed, alpha, schedule.batch_size, encoding, mode)
-        pieces: dict[int, bytes] = {}
-        for piece, task in enumerate(tasks):
-            pieces[piece], sizes = encoder(task)
-            entries = [build_shard(form, spec, pieces, staging) for spec in planner.add(sizes)]
-            for done in [p for p in pieces if p < planner.first_needed]:
-                del pieces[done]
-            yield len(sizes), entries
-        last = planner.finish()
-        if last is not None:
-            yield 0, [build_shard(form, last, pieces, staging)]
+        if encoding == "raw":
+            yield from _placed_here(encoder, tasks, specs, form, staging)
+        else:
+            yield from _pooled_here(encoder, tasks, form, staging)
         return
     # A Scratch, not a TemporaryDirectory: if a kill leaves a copy of the source or a png
     # piece behind, the next write's sweep_stale() removes it.
@@ -301,13 +301,10 @@ def write_shards(
         images = _sent(source.images, os.path.join(folder, "images.npy"))
         initargs = (images, _sent(source.labels), source.class_names, seed, alpha,
                     schedule.batch_size, encoding, mode, os.getpid())
-        pool = _executor(min(workers, len(tasks)), initargs)
+        pool = _executor(workers, initargs)
         try:
             if encoding == "raw":
-                record = raw_record(source.images.shape[1:], source.num_classes)
-                counts = [sum(map(schedule.batch_len, range(first, end))) for _, first, end in tasks]
-                yield from _placed(pool, tasks, plan_fixed(form, record.itemsize, counts), form,
-                                   staging, workers)
+                yield from _placed(pool, tasks, specs, form, staging, workers)
             else:
                 yield from _pooled(pool, tasks, ShardPlanner(form), form, folder, staging,
                                    workers)
@@ -317,11 +314,43 @@ def write_shards(
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _placed_here(encoder: _Encoder, tasks: list[tuple[int, int, int]], specs: list[ShardSpec],
+                 form: ShardFormat, staging: str) -> Iterator[tuple[int, list[dict]]]:
+    # One worker: the pool's raw path in this process, piece after piece; each shard is sealed
+    # as soon as its last piece is in.
+    where = placements(form, specs)
+    sealed = 0
+    for piece, task in enumerate(tasks):
+        with RowPlacer(where[piece], staging) as placer:
+            rows = encoder.place(task, placer)
+        entries = []
+        while sealed < len(specs) and specs[sealed].segments[-1][0] <= piece:
+            entries.append(seal_shard(form, specs[sealed], staging))
+            sealed += 1
+        yield rows, entries
+
+
+def _pooled_here(encoder: _Encoder, tasks: list[tuple[int, int, int]], form: ShardFormat,
+                 staging: str) -> Iterator[tuple[int, list[dict]]]:
+    # One worker, png/jpeg: pieces stay in memory until the planner has closed their shards.
+    planner = ShardPlanner(form)
+    pieces: dict[int, bytes] = {}
+    for piece, task in enumerate(tasks):
+        pieces[piece], sizes = encoder(task)
+        entries = [build_shard(form, spec, pieces, staging) for spec in planner.add(sizes)]
+        for done in [p for p in pieces if p < planner.first_needed]:
+            del pieces[done]
+        yield len(sizes), entries
+    last = planner.finish()
+    if last is not None:
+        yield 0, [build_shard(form, last, pieces, staging)]
+
+
 def _placed(pool: ProcessPoolExecutor, tasks: list[tuple[int, int, int]], specs: list[ShardSpec],
             form: ShardFormat, staging: str, workers: int) -> Iterator[tuple[int, list[dict]]]:
     # Raw rows have one size, so every shard is planned before anything is mixed: each worker
-    # writes its piece's rows straight into their shard files, and a shard is sealed (hashed)
-    # once the last piece holding its rows is in.
+    # writes its piece's rows straight into their shard files, batch by batch, and a shard is
+    # sealed (hashed) once the last piece holding its rows is in.
     where = placements(form, specs)
     pieces: deque[Future] = deque()
     seals: deque[Future] = deque()
