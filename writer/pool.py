@@ -61,6 +61,7 @@ class _Encoder:
         self.source, self.seed, self.alpha = source, seed, alpha
         self.batch_size, self.encoding, self.mode = batch_size, encoding, mode
         self.order = EpochOrders(seed, len(source))
+        self.record = raw_record(source.images.shape[1:], source.num_classes)
         self._kept: np.ndarray | None = None
 
     def __call__(self, task: tuple[int, int, int]) -> tuple[bytes, np.ndarray]:
@@ -83,7 +84,7 @@ class _Encoder:
         at = rows = 0
         for mixed in self._mixed(task):
             n = len(mixed.images)
-            out = self._rows(raw_record(mixed.images.shape[1:], mixed.labels.shape[1]), n)
+            out = self._rows(n)
             fill_raw_rows(mixed, out)
             placer.write(out, at)
             at += out.nbytes
@@ -104,11 +105,11 @@ class _Encoder:
         finally:
             torch.set_num_threads(threads)
 
-    def _rows(self, record: np.dtype, count: int) -> np.ndarray:
+    def _rows(self, count: int) -> np.ndarray:
         # Kept from call to call: fresh memory costs page faults that outweigh the copy itself.
         kept = self._kept
-        if kept is None or kept.dtype != record or len(kept) < count:
-            kept = self._kept = np.empty(count, dtype=record)
+        if kept is None or len(kept) < count:
+            kept = self._kept = np.empty(count, dtype=self.record)
         return kept[:count]
 
 
