@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import write_cifar10
 
+import writer.cli
 from writer.pool import write_shards
 from writer.premix import Schedule
 from writer.shards import ShardFormat
@@ -84,7 +86,7 @@ def test_workers_map_the_loaders_pixels_and_copy_any_other_array(
 
 def test_start_fork_server_starts_the_workers_server_at_once() -> None:
     # In a fresh interpreter (this one's server may already run): right after the call, and
-    # before any write, a child of that process is the fork server, importing this package.
+    # before any write, a child of that process is the fork server, with its preload module.
     script = """
 import os, sys
 from writer.pool import start_fork_server
@@ -99,10 +101,25 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
         continue
     if stat[1] == me:
         children.append(cmdline)
-print(sum("forkserver" in c and "writer.pool" in c for c in children))
+print(sum("forkserver" in c and "writer.forkserver" in c for c in children))
 """
     if not Path("/proc/self/stat").exists():
         pytest.skip("reads /proc")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.strip() == "1", out.stderr
+
+
+def test_the_fork_server_preloads_what_the_cli_imports_but_not_the_cli() -> None:
+    # Workers re-run the caller's main script; for cutmix-writer that imports writer.cli, whose
+    # imports the server should already have made. writer.cli itself must stay out: `python -m
+    # writer.cli` workers run it as their main module, and runpy warns if it is imported.
+    tree = ast.parse(Path(writer.cli.__file__).read_text())
+    wanted = sorted({node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+                    | {alias.name for node in tree.body if isinstance(node, ast.Import)
+                       for alias in node.names} - {"__future__"})
+    script = ("import sys, writer.forkserver; "
+              f"print([m for m in {wanted!r} if m not in sys.modules], 'writer.cli' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.split() == ["[]", "False"], out.stdout + out.stderr

@@ -215,11 +215,11 @@ def _run_build(form: ShardFormat, spec: ShardSpec, folder: str, staging: str) ->
 
 def _context() -> multiprocessing.context.BaseContext:
     # forkserver, not fork: the caller (a CLI, a test runner, a trainer) may have threads, and a
-    # forked child can deadlock on a lock one of them held. The server imports this module once,
-    # so each worker starts in milliseconds.
+    # forked child can deadlock on a lock one of them held. The server makes the imports every
+    # worker needs once (writer.forkserver), so each worker starts in milliseconds.
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["writer.pool"])
+        context.set_forkserver_preload(["writer.forkserver"])
         return context
     return multiprocessing.get_context("spawn")
 
@@ -303,16 +303,21 @@ def write_shards(
         initargs = (images, _sent(source.labels), source.class_names, seed, alpha,
                     schedule.batch_size, encoding, mode, os.getpid())
         pool = _executor(workers, initargs)
+        done = False
         try:
             if encoding == "raw":
                 yield from _placed(pool, tasks, specs, form, staging, workers)
             else:
                 yield from _pooled(pool, tasks, ShardPlanner(form), form, folder, staging,
                                    workers)
+            done = True
         finally:
             # Not terminate(): a worker killed while it holds the call queue's lock hangs the
             # shutdown. Cancelled jobs never start; the few already handed out finish first.
-            pool.shutdown(wait=True, cancel_futures=True)
+            # Once every job is in, the workers have nothing left but to exit, which takes a
+            # process with torch loaded 15-30 ms here: they exit while the caller goes on (the
+            # pool's own thread reaps them, and the interpreter waits for it at exit).
+            pool.shutdown(wait=not done, cancel_futures=True)
 
 
 def _placed_here(encoder: _Encoder, tasks: list[tuple[int, int, int]], specs: list[ShardSpec],
