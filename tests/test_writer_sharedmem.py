@@ -123,3 +123,43 @@ def test_the_fork_server_preloads_what_the_cli_imports_but_not_the_cli() -> None
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.split() == ["[]", "False"], out.stdout + out.stderr
+
+
+def test_workers_do_not_rerun_the_callers_script_but_other_forkserver_children_do(
+        tmp_path: Path) -> None:
+    # A script with a side effect outside its main guard: multiprocessing re-runs a script in
+    # every child it starts, which for a training script means its imports (composer: seconds)
+    # in every worker of every write. The writer's workers skip it; a forkserver pool of the
+    # script's own, which shares the server, still gets the script (its function is found).
+    runs = tmp_path / "runs"
+    script = tmp_path / "caller.py"
+    script.write_text(f"""
+import multiprocessing, os
+from concurrent.futures import ProcessPoolExecutor
+with open({str(runs)!r}, "a") as f:
+    f.write(str(os.getpid()) + "\\n")
+
+def square(x):
+    return x * x
+
+if __name__ == "__main__":
+    import numpy as np
+    from writer.manifest import PremixConfig, build_manifest
+    from writer.sources import ImageSet
+    from writer.store import Destination
+    from writer.write import write_premixed
+    rng = np.random.default_rng(0)
+    source = ImageSet(rng.integers(0, 256, (600, 8, 8, 3), dtype=np.uint8),
+                      rng.integers(0, 3, 600), ["a", "b", "c"])
+    config = PremixConfig(batch_size=32, epochs=8)
+    manifest = build_manifest(source, config, source_spec="test", split="train")
+    summary = write_premixed(source, Destination({str(tmp_path / "out")!r}), config, manifest,
+                             workers=2, progress=False)
+    assert summary.samples == 4800
+    with ProcessPoolExecutor(1, multiprocessing.get_context("forkserver")) as pool:
+        assert pool.submit(square, 7).result() == 49
+""")
+    subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
+                   timeout=300, cwd=Path(__file__).parent.parent)
+    pids = runs.read_text().split()
+    assert len(pids) == 2, pids  # the script itself and its own pool's one process

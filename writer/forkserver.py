@@ -1,4 +1,4 @@
-"""The writer's fork server preload: imports made once, so that no worker makes them again.
+"""The writer's fork server preload: what the server does once, so that no worker does it again.
 
 Every worker is forked from the server (:func:`writer.pool.start_fork_server`), so each module
 the server has imported is there in every worker from its first instruction. Without these,
@@ -7,20 +7,25 @@ each worker paid for them again in every write:
 * :mod:`writer.pool`, with torch: what a worker runs;
 * ``numpy.random``, which numpy imports on first use: the first draw of each worker's first
   piece paid for it (about 7 ms here);
-* what :mod:`writer.cli` imports: multiprocessing re-runs the caller's main script in every
-  worker it starts, and ``cutmix-writer``'s script imports the CLI (about 40 ms here, all but
-  5 ms of it in these modules). Not the CLI module itself: ``python -m writer.cli`` workers
-  run it afresh as their main module, and runpy warns when it is already imported.
+* what :mod:`writer.cli` imports (not the CLI module itself, whose import by a ``python -m
+  writer.cli`` worker would make runpy warn), for any worker that still runs the caller's
+  main script (below).
 
-Imports only: running torch ops here would start thread pools in the server, which its forks
-would inherit without their threads.
+And the writer's workers skip re-running the caller's main script. multiprocessing runs it in
+every process it starts, so that a child finds the functions defined there; the workers run only
+:mod:`writer.pool`'s functions on plain data, and the re-run cost as much as the script's own
+imports: seconds per worker, in every write, for a training script that imports composer. Any
+other process this server forks (a caller's own forkserver pool shares the server) keeps the
+default. Only imports otherwise: torch ops run here would start thread pools in the server,
+which its forks would inherit without their threads.
 """
+
+from multiprocessing import spawn
 
 import click  # noqa: F401
 import numpy.random  # noqa: F401
 
 import writer.merge  # noqa: F401
-import writer.pool  # noqa: F401
 import writer.preview  # noqa: F401
 import writer.scratch  # noqa: F401
 import writer.sources  # noqa: F401
@@ -28,3 +33,18 @@ import writer.store  # noqa: F401
 import writer.uri  # noqa: F401
 import writer.verify  # noqa: F401
 import writer.write  # noqa: F401
+from writer.pool import WORKER_NAME
+
+_MAIN_KEYS = ("init_main_from_name", "init_main_from_path")
+_default_prepare = spawn.prepare
+
+
+def _prepare(data: dict) -> None:
+    # Runs in each child this server forks, before the child unpickles anything: `name` is the
+    # process's name, which for a writer worker starts with its class name.
+    if str(data.get("name", "")).startswith(WORKER_NAME + "-"):
+        data = {key: value for key, value in data.items() if key not in _MAIN_KEYS}
+    _default_prepare(data)
+
+
+spawn.prepare = _prepare

@@ -13,8 +13,9 @@ rows' sizes alone, so the bytes do not depend on the number of workers:
   a worker, which builds, hashes and writes the whole shard.
 
 Either way the parent touches no row bytes: it collects the shards' index entries, in order.
-Workers start from a fork server and map the source: the loaders' shared memory as it is, or
-any other array from one copy in a scratch file.
+Workers start from a fork server (its preload, :mod:`writer.forkserver`, makes their imports
+once, and spares them the re-run of the caller's script) and map the source: the loaders'
+shared memory as it is, or any other array from one copy in a scratch file.
 """
 
 from __future__ import annotations
@@ -213,12 +214,27 @@ def _run_build(form: ShardFormat, spec: ShardSpec, folder: str, staging: str) ->
             os.close(fd)
 
 
+#: The class name of the writer's workers, and so the start of their process names: the fork
+#: server (:mod:`writer.forkserver`) knows them by it.
+WORKER_NAME = "CutmixWriterWorker"
+
+if hasattr(multiprocessing.context, "ForkServerContext"):  # not on Windows
+
+    class CutmixWriterWorker(multiprocessing.context.ForkServerProcess):
+        """A worker of the writer's pool: a fork server process, named after this class."""
+
+    class _WorkerContext(multiprocessing.context.ForkServerContext):
+        Process = CutmixWriterWorker
+
+    assert CutmixWriterWorker.__name__ == WORKER_NAME
+
+
 def _context() -> multiprocessing.context.BaseContext:
     # forkserver, not fork: the caller (a CLI, a test runner, a trainer) may have threads, and a
     # forked child can deadlock on a lock one of them held. The server makes the imports every
     # worker needs once (writer.forkserver), so each worker starts in milliseconds.
     if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
+        context = _WorkerContext()
         context.set_forkserver_preload(["writer.forkserver"])
         return context
     return multiprocessing.get_context("spawn")
