@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 from conftest import write_cifar10
 
-import writer.cli
 from writer.pool import write_shards
 from writer.premix import Schedule
 from writer.shards import ShardFormat
@@ -108,21 +106,6 @@ print(sum("forkserver" in c and "writer.forkserver" in c for c in children))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.strip() == "1", out.stderr
-
-
-def test_the_fork_server_preloads_what_the_cli_imports_but_not_the_cli() -> None:
-    # Workers re-run the caller's main script; for cutmix-writer that imports writer.cli, whose
-    # imports the server should already have made. writer.cli itself must stay out: `python -m
-    # writer.cli` workers run it as their main module, and runpy warns if it is imported.
-    tree = ast.parse(Path(writer.cli.__file__).read_text())
-    wanted = sorted({node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
-                    | {alias.name for node in tree.body if isinstance(node, ast.Import)
-                       for alias in node.names} - {"__future__"})
-    script = ("import sys, writer.forkserver; "
-              f"print([m for m in {wanted!r} if m not in sys.modules], 'writer.cli' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, timeout=120)
-    assert out.stdout.split() == ["[]", "False"], out.stdout + out.stderr
 
 
 def test_workers_do_not_rerun_the_callers_script_but_other_forkserver_children_do(
