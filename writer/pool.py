@@ -214,10 +214,6 @@ def _run_build(form: ShardFormat, spec: ShardSpec, folder: str, staging: str) ->
             os.close(fd)
 
 
-#: The class name of the writer's workers, and so the start of their process names: the fork
-#: server (:mod:`writer.forkserver`) knows them by it.
-WORKER_NAME = "CutmixWriterWorker"
-
 if hasattr(multiprocessing.context, "ForkServerContext"):  # not on Windows
 
     class CutmixWriterWorker(multiprocessing.context.ForkServerProcess):
@@ -226,7 +222,9 @@ if hasattr(multiprocessing.context, "ForkServerContext"):  # not on Windows
     class _WorkerContext(multiprocessing.context.ForkServerContext):
         Process = CutmixWriterWorker
 
-    assert CutmixWriterWorker.__name__ == WORKER_NAME
+    #: How the writer's workers' process names start (``CutmixWriterWorker-3``): the fork
+    #: server (:mod:`writer.forkserver`) knows them by it.
+    WORKER_NAME = CutmixWriterWorker.__name__
 
 
 def _context() -> multiprocessing.context.BaseContext:
