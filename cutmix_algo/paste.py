@@ -10,51 +10,60 @@ least ``GRAIN_SIZE`` (32,768) elements with one parallel region *per slice*. Eac
 waits for every OpenMP thread; on a machine whose cores are busy with other processes (a training
 box whose loader workers are busy, the writer's worker pool), a thread that has been preempted
 stalls it for a scheduler time slice, once per image (``bench/op.py --load``, 2 threads, a busy
-loop per core, median of 3 runs: 1,942 ms for the box of a 128x3x224² float32 batch, against 50 ms
-for the cycle walk below). It also moves every byte twice (gather into a temporary, copy back).
+loop per core: 55 ms for the box of a 128x3x224² float32 batch in one run, against 15 ms for the
+cycle walk below; an earlier round's median of 3 runs was 1,942 ms, the stalls vary that much).
+It also moves every byte twice (gather into a temporary, copy back).
 
 The paths (the choice depends only on the device, the region's size per image and ``method``):
 
 * ``"cycles"`` (CPU, one image's region ``>= CYCLE_WALK_MIN_BYTES``): walk the permutation's
   cycles. For a cycle ``i0 -> i1 -> ... -> ik`` (``perm[i0] = i1``, ...), save ``t[i0]``, then
   copy ``t[i1] -> t[i0]``, ``t[i2] -> t[i1]``, ..., and the saved one into ``t[ik]``: each
-  region is copied once, plus one saved region per cycle, about half the bytes of a gather. Every
-  copy is of fewer than ``GRAIN_SIZE`` elements (an image's region is split into pieces below
-  that), which torch runs on the calling thread: no parallel region at all, so it does not degrade
-  when the CPU is oversubscribed. The price is a few microseconds of Python per copy, which is why
-  small regions take the other path. Fixed points (``perm[i] == i``) are not touched.
+  region is copied once, plus one saved region per cycle, about half the bytes of a gather.
+  Fixed points (``perm[i] == i``) are not touched. The copies are numpy's, on a view of
+  ``t``'s memory as same-sized integers (so every bit moves as it is, NaN payloads included):
+  numpy copies on the calling thread, with no parallel region at all, so the walk does not
+  degrade when the CPU is oversubscribed, and one copy costs about 2 µs of call overhead,
+  against 5-10 µs for a torch ``copy_`` of a strided view (the walk before this one, whose
+  copies also had to stay below ``GRAIN_SIZE`` elements to stay serial: 1.5-1.7x slower on a
+  quiet machine at 224², 1.2-2.9x under load). That overhead, paid per image, is why small
+  regions take the other path.
 * ``"index_select"`` (small regions on the CPU, every other device, and any input the cycle walk
   does not take): ``t.copy_(t.index_select(0, perm))``. For regions below ``GRAIN_SIZE`` elements
   torch's CPU ``index_select`` runs its per-image copies in one parallel region (as any single
-  torch op does), and for small regions its C++ loop beats the cycle walk's Python loop (256
-  images of a 32² batch's box, 3 KiB each: 0.30 ms against 1.51 ms, one thread). On CUDA it is
-  one kernel and needs no host sync; ``perm`` is moved to the device (without blocking) if it is
-  not there, and never read on the host.
+  torch op does), and for small regions its C++ loop beats the walk's per-image call (256 images
+  of a 32² batch's box, 3 KiB each: 0.24 ms against 0.44 ms, one thread). On CUDA it is one
+  kernel and needs no host sync; ``perm`` is moved to the device (without blocking) if it is not
+  there, and never read on the host.
 
 The threshold, 16 KiB of region per image, comes from ``python bench/op.py --sweep --threads 1``
-on the project's 2-core CPU (256 images; float32 and uint8 behave alike, so the rule is in bytes,
-not elements): up to 12 KiB per image ``index_select`` is 1.6-5x faster; from 18.8 KiB the cycle
-walk ties or wins (at 27 KiB 2.40 against 2.47 ms for float32, 2.13 against 2.52 for uint8, best
-of 25; at 108 KiB 6.1 against 52.6 ms), and by the medians on a busy machine it wins from 18.8
-KiB. At ``GRAIN_SIZE`` elements or more per image (at least 32 KiB, so always above the
-threshold) ``index_select`` would open a parallel region per image.
+on the project's 2-core CPU (256 images, best of 25): ``index_select`` wins up to 6.8 KiB per
+image (0.24 against 0.44 ms for float32 at 3 KiB, 0.52 against 0.81 for uint8 at 6.8 KiB); at
+12 KiB float32 favours the walk (0.53 against 0.69 ms) and uint8 ``index_select`` (0.73 against
+0.85); from 18.8 KiB the walk wins for both (0.69 against 1.03 ms for float32, 0.78 against 1.03
+for uint8; at 108 KiB 2.17 against 6.97). At ``GRAIN_SIZE`` elements or more per image (at
+least 32 KiB, so always above the threshold) ``index_select`` would open a parallel region per
+image.
 
 Inputs the cycle walk does not take go to ``index_select`` unchanged, so they behave exactly as
 before (same result, or the same error): ``perm`` that is not an int64/int32 permutation of
 ``range(N)`` (a gather with repeats, an index out of range, a bool or float tensor), a ``t``
-whose images may share memory (an expanded view), and a ``t`` that requires grad with grad mode
-on (autograd records one op, as before).
+whose images may share memory (an expanded view), a ``t`` that requires grad with grad mode on
+(autograd records one op, as before), and a ``t`` numpy cannot view as it is (complex128, whose
+elements have no same-sized integer; lazily conjugated or negated views; sparse, quantized or
+nested tensors).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 __all__ = ["CYCLE_WALK_MIN_BYTES", "GRAIN_SIZE", "METHODS", "choose_method", "permute_batch_"]
 
-#: torch's ``at::internal::GRAIN_SIZE``: TensorIterator copies of fewer elements run serially on
+#: torch's ``at::internal::GRAIN_SIZE``: TensorIterator ops on fewer elements run serially on
 #: the calling thread, larger ones in a parallel region. Not exposed to Python; fixed since 1.x.
 GRAIN_SIZE = 32768
 
@@ -62,25 +71,6 @@ GRAIN_SIZE = 32768
 CYCLE_WALK_MIN_BYTES = 16 * 1024
 
 METHODS = ("auto", "cycles", "index_select")
-
-
-def _pieces_plan(shape: tuple[int, ...], prefix: tuple = ()) -> list[tuple]:
-    """Index tuples that split one image's region of ``shape`` into pieces of < GRAIN_SIZE elements.
-
-    The pieces tile the region exactly (every element in exactly one piece), in memory-friendly
-    order: whole leading-dim slabs first, splitting deeper only when one slab is already too big.
-    """
-    numel = math.prod(shape)
-    if numel < GRAIN_SIZE:
-        return [prefix]
-    if len(shape) == 1:
-        step = GRAIN_SIZE - 1
-        return [prefix + (slice(a, a + step),) for a in range(0, shape[0], step)]
-    per_slab = numel // shape[0]
-    if per_slab >= GRAIN_SIZE:
-        return [piece for j in range(shape[0]) for piece in _pieces_plan(shape[1:], prefix + (j,))]
-    step = (GRAIN_SIZE - 1) // per_slab
-    return [prefix + (slice(a, a + step),) for a in range(0, shape[0], step)]
 
 
 def _cycles(p: list[int]) -> list[list[int]]:
@@ -113,22 +103,50 @@ def _no_shared_memory(t: torch.Tensor) -> bool:
     return True
 
 
-def _walk_cycles_(t: torch.Tensor, p: list[int]) -> None:
-    plan = _pieces_plan(tuple(t.shape[1:]))
-    if plan == [()]:
-        pieces = [(image,) for image in t.unbind(0)]
-    else:
-        # One view per piece for the whole batch, then one per image: a few C++ calls, not N*pieces.
-        pieces = list(zip(*(t[(slice(None), *index)].unbind(0) for index in plan), strict=True))
-    saved = [torch.empty(piece.shape, dtype=t.dtype, device=t.device) for piece in pieces[0]]
+#: The integer dtype of each element size: the cycle walk moves elements as these, bit for bit.
+_SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _as_numpy(t: torch.Tensor) -> np.ndarray | None:
+    """``t``'s memory as a numpy array of same-sized integers (a view, no copy), or ``None``.
+
+    ``None`` for what numpy cannot view as it is: an element size with no integer type
+    (complex128), lazily conjugated or negated tensors, and any tensor that is not a plain
+    dense one (sparse, quantized, nested).
+    """
+    as_int = _SAME_SIZE_INT.get(t.element_size())
+    if (
+        as_int is None
+        or t.layout != torch.strided
+        or t.is_quantized
+        or t.is_nested
+        or t.is_conj()
+        or t.is_neg()
+    ):
+        return None
+    array = t.detach().view(as_int).numpy()
+    return array.reshape(len(array), 1) if array.ndim == 1 else array
+
+
+def _cycle_moves(p: list[int]) -> list[tuple[int, int]]:
+    """The region copies ``(dst, src)`` of the cycle walk, in order; ``-1`` is the saved region.
+
+    For each cycle ``i0 -> i1 -> ... -> ik``: save ``i0``, then ``i0 <- i1``, ..., and
+    ``ik <- saved``, so that every source is read before it is overwritten.
+    """
+    moves = []
     for cycle in _cycles(p):
-        for buf, piece in zip(saved, pieces[cycle[0]], strict=True):
-            buf.copy_(piece)
-        for i in cycle[:-1]:  # t[i] <- t[p[i]] while t[p[i]] still holds its old value
-            for dst, src in zip(pieces[i], pieces[p[i]], strict=True):
-                dst.copy_(src)
-        for dst, buf in zip(pieces[cycle[-1]], saved, strict=True):
-            dst.copy_(buf)
+        moves.append((-1, cycle[0]))
+        moves.extend((i, p[i]) for i in cycle[:-1])
+        moves.append((cycle[-1], -1))
+    return moves
+
+
+def _walk_cycles_(array: np.ndarray, p: list[int]) -> None:
+    images = list(array)  # one view per image
+    saved = np.empty_like(images[0])
+    for dst, src in _cycle_moves(p):
+        np.copyto(saved if dst < 0 else images[dst], saved if src < 0 else images[src])
 
 
 def choose_method(t: torch.Tensor) -> str:
@@ -179,9 +197,10 @@ def permute_batch_(t: torch.Tensor, perm: torch.Tensor, *, method: str = "auto")
         and not (t.requires_grad and torch.is_grad_enabled())
         and _no_shared_memory(t)
     ):
+        array = _as_numpy(t)
         p = perm.tolist()
-        if sorted(p) == list(range(len(p))):
-            _walk_cycles_(t, p)
+        if array is not None and sorted(p) == list(range(len(p))):
+            _walk_cycles_(array, p)
             return t
     if isinstance(perm, torch.Tensor) and perm.device != t.device:
         # Host to device without blocking (no sync); to the host, blocking, so perm is complete.

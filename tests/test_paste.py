@@ -18,7 +18,7 @@ from cutmix_algo import paste_box_
 from cutmix_algo.paste import (
     CYCLE_WALK_MIN_BYTES,
     GRAIN_SIZE,
-    _pieces_plan,
+    _cycle_moves,
     choose_method,
     permute_batch_,
 )
@@ -87,7 +87,7 @@ def test_every_permutation_shape_is_exact(method, name, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided_box", "video_5d", "video_channels_last_3d"])
 def test_box_regions_of_every_layout_paste_exactly(method, dtype, layout):
-    """The real use: the box region of a batch (a strided view), big enough to be split in pieces."""
+    """The real use: the box region of a batch (a strided view), above torch's parallel grain."""
     shape = (5, 3, 4, 60, 70) if layout.startswith("video") else (5, 3, 130, 120)
     base = random_batch(shape, dtype, 1)
     if layout == "channels_last":
@@ -102,7 +102,7 @@ def test_box_regions_of_every_layout_paste_exactly(method, dtype, layout):
     perm = [3, 0, 4, 1, 2]
     top, left, bottom, right = box
     region = base[..., top:bottom, left:right]
-    assert math.prod(region.shape[1:]) >= GRAIN_SIZE  # the piece split is exercised
+    assert math.prod(region.shape[1:]) >= GRAIN_SIZE  # where index_select goes parallel per image
 
     permute_batch_(region, torch.tensor(perm), method=method)
 
@@ -146,43 +146,83 @@ def test_int32_perm_is_accepted():
 
 
 # ----------------------------------------------------------------------------------------------
-# How it moves the bytes: each region once, in serial pieces, and nothing for fixed points.
+# How it moves the bytes: each region once, by numpy (no torch op, so no parallel region), and
+# nothing for fixed points.
 
 
-@settings(deadline=None, max_examples=80)
-@given(shape=st.lists(st.integers(1, 300), min_size=0, max_size=4))
-def test_pieces_tile_the_region_each_below_the_grain(shape):
-    shape = tuple(shape)
-    if math.prod(shape) > 3_000_000:
-        shape = shape[:2]
-    count = torch.zeros(shape, dtype=torch.int32)
-    for index in _pieces_plan(shape):
-        piece = count[index]
-        assert piece.numel() < GRAIN_SIZE
-        piece += 1
-    assert bool((count == 1).all())
+@settings(deadline=None, max_examples=100)
+@given(n=st.integers(1, 40), seed=st.integers(0, 2**31))
+def test_cycle_moves_gather_reading_every_source_before_it_is_overwritten(n, seed):
+    p = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    slots = {i: ("old", i) for i in range(n)}
+    saved = None
+    moves = _cycle_moves(p)
+    for dst, src in moves:
+        value = saved if src < 0 else slots[src]
+        if dst < 0:
+            saved = value
+        else:
+            slots[dst] = value
+    assert [slots[i] for i in range(n)] == [("old", j) for j in p]
+    moved = [i for i in range(n) if p[i] != i]
+    written = [dst for dst, _ in moves if dst >= 0]
+    assert sorted(written) == moved  # each moved image written once, fixed points never
+    cycles = sum(1 for dst, _ in moves if dst < 0)
+    assert len(moves) == len(moved) + cycles  # plus one save per cycle, nothing else
 
 
-def test_cycle_walk_copies_each_region_once_in_serial_pieces():
-    """No index_select, no gather; every copy below GRAIN_SIZE (so torch runs it on one thread)."""
-    x = random_batch((6, 3, 112, 112), torch.float32)  # 37,632 elements per image: split in two
+def test_cycle_walk_runs_no_torch_copy_and_no_gather():
+    """No index_select, no gather, no copy_: torch opens no parallel region for the walk."""
+    x = random_batch((6, 3, 112, 112), torch.float32)
+    orig = x.clone()
     perm = [1, 2, 0, 4, 3, 5]  # a 3-cycle, a 2-cycle, a fixed point
     with _Ops() as seen:
         permute_batch_(x, torch.tensor(perm), method="cycles")
-    names = [name for name, _ in seen.ops]
-    assert "index_select" not in names and "index" not in names
-    copies = [numel for name, numel in seen.ops if name == "copy_"]
-    assert copies and max(copies) < GRAIN_SIZE
-    per_image = 3 * 112 * 112
+    names = {name for name, _ in seen.ops}
+    assert not names & {"index_select", "index", "copy_", "clone", "gather"}, names
+    assert torch.equal(x, expected(orig, perm))
     # Each of the 5 moved images is written once, plus one saved region per cycle (2 cycles).
-    assert sum(copies) == (5 + 2) * per_image
+    assert len(_cycle_moves(perm)) == 5 + 2
 
 
 def test_identity_perm_copies_nothing():
+    assert _cycle_moves(list(range(5))) == []
     x = random_batch((5, 3, 80, 80), torch.float32)
-    with _Ops() as seen:
-        permute_batch_(x, torch.arange(5), method="cycles")
-    assert not [name for name, _ in seen.ops if name == "copy_"]
+    orig = x.clone()
+    permute_batch_(x, torch.arange(5), method="cycles")
+    assert torch.equal(x, orig)
+
+
+def test_cycle_walk_moves_every_bit_nan_payloads_included():
+    bits = torch.randint(-(2**31), 2**31 - 1, (6, 3, 40, 40), dtype=torch.int32,
+                         generator=torch.Generator().manual_seed(3))
+    bits[:, 0, 0, 0] = 0x7FC00001 + torch.arange(6, dtype=torch.int32)  # distinct NaN payloads
+    pristine = bits.clone()
+    perm = [5, 0, 1, 2, 3, 4]
+    permute_batch_(bits.view(torch.float32), torch.tensor(perm), method="cycles")
+    assert torch.equal(bits, expected(pristine, perm))
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.complex64, torch.complex128,
+                                   torch.float8_e4m3fn, torch.float64])
+def test_cycle_walk_takes_every_dtype_or_defers_exactly(dtype):
+    base = random_batch((5, 2, 30, 30), torch.float32, 4)
+    x = (base > 0) if dtype == torch.bool else base.to(dtype)
+    orig = x.clone()
+    perm = [2, 0, 1, 4, 3]
+    permute_batch_(x, torch.tensor(perm), method="cycles")
+    assert torch.equal(x.view(torch.uint8) if x.element_size() == 1 else x,
+                       expected(orig, perm).view(torch.uint8) if x.element_size() == 1
+                       else expected(orig, perm))
+
+
+def test_a_conjugated_view_is_reordered_as_index_select_would():
+    z = torch.complex(torch.randn(4, 3, 20, 20), torch.randn(4, 3, 20, 20))
+    view = z.conj()  # a lazy conjugate: numpy would see the unconjugated memory
+    assert view.is_conj()
+    want = view.resolve_conj()[[3, 2, 0, 1]]
+    permute_batch_(view, torch.tensor([3, 2, 0, 1]), method="cycles")
+    assert torch.equal(view.resolve_conj(), want)
 
 
 def test_auto_rule_by_bytes_per_image():
