@@ -2,7 +2,8 @@
 
 Contenders, each on the same batch and targets, each drawing its own boxes (per-sample boxes
 cannot be shared across libraries, so the work is the same in distribution, not in the numbers):
-* ours: ``cutmix_batch(x, y, mode="sample")``, vectorized with a mask, in place;
+* ours: ``cutmix_batch(x, y, mode="sample")``, in place (on the CPU, large boxes by numpy copies
+  through a buffer of the boxes' size, small ones vectorized with a mask);
 * kornia ``RandomCutMixV2(p=1, use_correct_lambda=True)`` (mask-based, a box per sample);
 * timm ``Mixup(cutmix_alpha=1, mixup_alpha=0, mode="elem")`` (a Python loop over rows on a clone).
 A missing library is skipped and said so. Prints median ms per call and the ratio to ours, then

@@ -148,8 +148,9 @@ class CutMix(Algorithm):
         stop_at: a Composer time string (``"90ep"``, ``"0.9dur"``) from which CutMix is off.
         inplace: ``None`` (default) mixes in place only where the batch is known to be fresh
             memory (see above); ``True`` always mixes in place; ``False`` always mixes a copy.
-        mode: ``"batch"`` (default): one λ and box per batch. ``"sample"``: a λ and box per row,
-            vectorized on the device (one batch-sized temporary, the permuted batch).
+        mode: ``"batch"`` (default): one λ and box per batch. ``"sample"``: a λ and box per row
+            (on the CPU, large boxes are copied through a buffer of their size; otherwise
+            vectorized on the device, with one batch-sized temporary, the permuted batch).
         interpolate_loss: leave the targets as int labels and make the loss
             ``λ·L(y) + (1−λ)·L(y[perm])`` (two calls of the model's loss), for losses that only
             take class indices or very large K. Exact under microbatching, since every

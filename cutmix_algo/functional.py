@@ -4,7 +4,9 @@ Layout: images are ``(N, C, H, W)`` or videos ``(N, C, T, H, W)``; rows are dim 
 dim -1 (W). In batch mode only the box region is read and written, never a whole-batch copy: on
 CPU for large regions each image's region is copied once along the permutation's cycles (about
 twice the box's bytes, see :mod:`cutmix_algo.paste`), otherwise through one ``index_select``
-(about four times). Sample mode and MixUp need one batch-sized temporary, the permuted batch.
+(about four times). Sample mode on the CPU copies each large box region twice (through a buffer
+of the boxes' size); for small boxes and on other devices it needs one batch-sized temporary, the
+permuted batch, and so does MixUp.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from cutmix_algo.paste import permute_batch_
+from cutmix_algo.paste import gather_boxes_, permute_batch_
 from cutmix_algo.sampling import (
     Box,
     CutMixParams,
@@ -96,11 +98,15 @@ def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def paste_boxes_(x: torch.Tensor, boxes: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """Per-sample paste, in place: ``x[i, ..., box_i] = x[perm[i], ..., box_i]`` for every ``i``.
 
-    Vectorized on ``x``'s device: a mask from the per-row box bounds selects, pixel by pixel,
-    between ``x`` and the permuted batch. That permuted batch is one batch-sized temporary: with a
-    box per row there is no shared region to copy, so sample mode needs it (batch mode does not).
-    No host-device sync: ``boxes`` and ``perm`` are moved with ``non_blocking``.
+    On the CPU, for boxes of 16 KiB or more per image on average, each box region is copied
+    once into a buffer of the boxes' total size and once into place
+    (:func:`cutmix_algo.paste.gather_boxes_`). Otherwise, vectorized on ``x``'s device: a mask
+    from the per-row box bounds selects, pixel by pixel, between ``x`` and the permuted batch,
+    one batch-sized temporary. No host-device sync: ``boxes`` and ``perm`` are moved with
+    ``non_blocking``.
     """
+    if gather_boxes_(x, boxes, perm):
+        return x
     n, height, width = x.shape[0], x.shape[-2], x.shape[-1]
     boxes = boxes.to(x.device, non_blocking=True)
     mask = box_mask(boxes, height, width).view(n, *([1] * (x.ndim - 3)), height, width)
@@ -395,9 +401,10 @@ def cutmix_batch(
         uniform_sampling: draw the box center so every pixel is equally likely to be covered.
         mode: ``"batch"`` (default, the paper's): one λ and box for the batch, only the box region
             is touched. ``"sample"``: every row draws its own λ and box (the Keras example's,
-            kornia's ``RandomCutMixV2``, timm's ``elem``), vectorized with a mask; ``lam`` and
-            ``box`` are then ``(N,)`` and ``(N, 4)`` tensors, and one batch-sized temporary (the
-            permuted batch) is needed.
+            kornia's ``RandomCutMixV2``, timm's ``elem``); ``lam`` and ``box`` are then ``(N,)``
+            and ``(N, 4)`` tensors. On the CPU large boxes are copied through a buffer of their
+            size; small ones, and every box on other devices, go through a mask and one
+            batch-sized temporary (the permuted batch) (see :func:`paste_boxes_`).
         minmax: ``(low, high)``: draw the box's side fractions uniformly from it instead of from
             λ (timm's ``cutmix_minmax``); λ is then the kept fraction as always.
 

@@ -61,7 +61,14 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["CYCLE_WALK_MIN_BYTES", "GRAIN_SIZE", "METHODS", "choose_method", "permute_batch_"]
+__all__ = [
+    "CYCLE_WALK_MIN_BYTES",
+    "GRAIN_SIZE",
+    "METHODS",
+    "choose_method",
+    "gather_boxes_",
+    "permute_batch_",
+]
 
 #: torch's ``at::internal::GRAIN_SIZE``: TensorIterator ops on fewer elements run serially on
 #: the calling thread, larger ones in a parallel region. Not exposed to Python; fixed since 1.x.
@@ -149,6 +156,84 @@ def _walk_cycles_(array: np.ndarray, p: list[int]) -> None:
         np.copyto(saved if dst < 0 else images[dst], saved if src < 0 else images[src])
 
 
+def _numpy_target(t: torch.Tensor, perm: torch.Tensor) -> tuple[np.ndarray, list[int]] | None:
+    """``t`` as numpy (:func:`_as_numpy`) and ``perm`` as a list, if numpy's copies may reorder ``t``.
+
+    ``None`` where they may not: ``t`` off the CPU, whose images may share memory, or that
+    requires grad with grad mode on (autograd must record the op); ``perm`` not a CPU int64/int32
+    vector of one index per image (what ``index_select`` takes: a bool one would pass the
+    caller's range checks).
+    """
+    if not (
+        t.device.type == "cpu"
+        and isinstance(perm, torch.Tensor)
+        and perm.device.type == "cpu"
+        and perm.shape == (t.shape[0],)
+        and perm.dtype in (torch.int64, torch.int32)
+        and not (t.requires_grad and torch.is_grad_enabled())
+        and _no_shared_memory(t)
+    ):
+        return None
+    array = _as_numpy(t)
+    return None if array is None else (array, perm.tolist())
+
+
+def gather_boxes_(t: torch.Tensor, boxes: torch.Tensor, perm: torch.Tensor) -> bool:
+    """Write ``t[i, ..., box_i] = t[perm[i], ..., box_i]`` (the old values) by numpy copies, if it may.
+
+    Sample mode's paste (a box per image) on the CPU, for boxes of ``CYCLE_WALK_MIN_BYTES`` or
+    more per image on average: every source region is first copied into one buffer of the
+    boxes' total size, then each into its place, so any ``perm`` in range works (repeats too),
+    fixed points are skipped, and no copy is a torch op (no parallel region, as in the cycle
+    walk). Bounds are clipped to the image as a mask of them would be: rows ``[top, bottom)``
+    within ``[0, H)``, columns likewise. Returns ``False``, having written nothing, for what it
+    does not take (small boxes, the inputs :func:`_numpy_target` refuses, ``boxes`` that are not
+    a CPU int64/int32 ``(N, 4)`` tensor, an index out of range); the caller then pastes through
+    its mask, which raises what it raises.
+    """
+    if t.ndim < 3 or math.prod(t.shape[1:]) * t.element_size() < CYCLE_WALK_MIN_BYTES:
+        return False  # no box can be that large: the mask's path, without looking further
+    target = _numpy_target(t, perm)
+    if (
+        target is None
+        or not isinstance(boxes, torch.Tensor)
+        or boxes.device.type != "cpu"
+        or boxes.dtype not in (torch.int64, torch.int32)
+        or boxes.shape != (t.shape[0], 4)
+    ):
+        return False
+    array, p = target
+    n = len(p)
+    if not all(0 <= j < n for j in p):
+        return False
+    height, width = t.shape[-2:]
+    clipped = [
+        (min(max(top, 0), height), min(max(left, 0), width), min(max(bottom, 0), height),
+         min(max(right, 0), width))
+        for top, left, bottom, right in boxes.tolist()
+    ]
+    moved = [
+        (i, j, box) for i, (j, box) in enumerate(zip(p, clipped, strict=True))
+        if j != i and box[2] > box[0] and box[3] > box[1]
+    ]
+    per_pixel = math.prod(t.shape[1:-2])
+    sizes = [(bottom - top) * (right - left) * per_pixel for _, _, (top, left, bottom, right) in moved]
+    if sum(sizes) * t.element_size() < CYCLE_WALK_MIN_BYTES * n:
+        return False
+    saved = np.empty(sum(sizes), dtype=array.dtype)
+    regions = []
+    at = 0
+    for (_, j, (top, left, bottom, right)), size in zip(moved, sizes, strict=True):
+        source = array[j, ..., top:bottom, left:right]
+        region = saved[at : at + size].reshape(source.shape)
+        np.copyto(region, source)
+        regions.append(region)
+        at += size
+    for (i, _, (top, left, bottom, right)), region in zip(moved, regions, strict=True):
+        np.copyto(array[i, ..., top:bottom, left:right], region)
+    return True
+
+
 def choose_method(t: torch.Tensor) -> str:
     """The path ``method="auto"`` takes for ``t`` (before checking ``perm``): see the module doc."""
     if t.device.type != "cpu" or t.shape[0] < 2:
@@ -187,20 +272,10 @@ def permute_batch_(t: torch.Tensor, perm: torch.Tensor, *, method: str = "auto")
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "auto":
         method = choose_method(t)
-    if (
-        method == "cycles"
-        and t.device.type == "cpu"
-        and isinstance(perm, torch.Tensor)
-        and perm.device.type == "cpu"
-        and perm.shape == (t.shape[0],)
-        and perm.dtype in (torch.int64, torch.int32)  # what index_select takes; bool would pass sorted()
-        and not (t.requires_grad and torch.is_grad_enabled())
-        and _no_shared_memory(t)
-    ):
-        array = _as_numpy(t)
-        p = perm.tolist()
-        if array is not None and sorted(p) == list(range(len(p))):
-            _walk_cycles_(array, p)
+    if method == "cycles":
+        target = _numpy_target(t, perm)
+        if target is not None and sorted(target[1]) == list(range(len(target[1]))):
+            _walk_cycles_(*target)
             return t
     if isinstance(perm, torch.Tensor) and perm.device != t.device:
         # Host to device without blocking (no sync); to the host, blocking, so perm is complete.

@@ -108,7 +108,7 @@ def test_sample_mode_kept_fractions_follow_the_papers_distribution(alpha: float)
 
 
 def test_sample_mode_needs_one_batch_sized_temporary_and_no_more() -> None:
-    x = torch.rand(16, 3, 20, 24)
+    x = torch.rand(16, 3, 20, 24)  # small images: the mask's path (large boxes: tests/test_paste.py)
     with Allocations() as seen:
         cutmix_batch(x, torch.randint(0, 10, (16,)), num_classes=10, mode="sample", generator=derive_generator(0))
     assert sum(n >= x.numel() for _, n in seen.numels) == 1  # the permuted batch

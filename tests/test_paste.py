@@ -10,16 +10,19 @@ import math
 
 import pytest
 import torch
+from conftest import Allocations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cutmix_algo import paste_box_
+from cutmix_algo.functional import paste_boxes_
 from cutmix_algo.paste import (
     CYCLE_WALK_MIN_BYTES,
     GRAIN_SIZE,
     _cycle_moves,
     choose_method,
+    gather_boxes_,
     permute_batch_,
 )
 
@@ -317,3 +320,106 @@ def test_cuda_reorders_without_syncs(perm_device):
     want = cpu.clone()
     want[..., 8:100, 8:100] = cpu[perm][..., 8:100, 8:100]
     assert torch.equal(x.cpu(), want)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sample mode's paste (a box per image): numpy copies for large boxes on the CPU, exactly what
+# the mask gives.
+
+
+def masked_reference(orig: torch.Tensor, boxes: list[tuple[int, int, int, int]], perm: list[int]) -> torch.Tensor:
+    """Row i's box, clipped to the image, from row perm[i] of the original: a loop over rows."""
+    height, width = orig.shape[-2:]
+    out = orig.clone()
+    for i, (j, (top, left, bottom, right)) in enumerate(zip(perm, boxes, strict=True)):
+        rows = slice(min(max(top, 0), height), min(max(bottom, 0), height))
+        cols = slice(min(max(left, 0), width), min(max(right, 0), width))
+        out[i, ..., rows, cols] = orig[j, ..., rows, cols]
+    return out
+
+
+@settings(deadline=None, max_examples=80)
+@given(
+    n=st.integers(1, 6),
+    side=st.integers(60, 160),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.uint8, torch.int64]),
+    data=st.data(),
+)
+def test_boxes_paste_exactly_with_repeats_and_out_of_range_bounds(n, side, dtype, data):
+    x = random_batch((n, 3, side, side), dtype, n * side)
+    orig = x.clone()
+    bound = st.integers(-10, side + 10)
+    low, high = st.integers(-10, side // 4), st.integers(side // 2, side + 10)
+    big = st.tuples(low, low, high, high)  # mostly large boxes, so the numpy path is taken
+    anything = st.tuples(bound, bound, bound, bound)  # empty, inverted, out of range
+    boxes = [tuple(data.draw(st.one_of(big, big, big, anything))) for _ in range(n)]
+    perm = data.draw(st.lists(st.integers(0, n - 1), min_size=n, max_size=n))  # repeats allowed
+    took = gather_boxes_(x, torch.tensor(boxes), torch.tensor(perm))
+    assert torch.equal(x, masked_reference(orig, boxes, perm) if took else orig)
+    y = orig.clone()
+    paste_boxes_(y, torch.tensor(boxes), torch.tensor(perm))  # whichever path it takes
+    assert torch.equal(y, masked_reference(orig, boxes, perm))
+
+
+def test_large_boxes_take_numpy_copies_and_no_batch_sized_temporary():
+    import tracemalloc
+
+    x = random_batch((8, 3, 224, 224), torch.float32)
+    orig = x.clone()
+    boxes = [(0, 0, 224, 112), (10, 20, 150, 200), (50, 50, 60, 60), (0, 0, 0, 0),
+             (100, 0, 224, 224), (5, 5, 219, 219), (30, 40, 90, 200), (1, 1, 223, 223)]
+    perm = [3, 0, 1, 2, 7, 5, 4, 6]  # row 5 is a fixed point
+    tracemalloc.start()
+    try:
+        with Allocations() as seen:
+            paste_boxes_(x, torch.tensor(boxes), torch.tensor(perm))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert torch.equal(x, masked_reference(orig, boxes, perm))
+    assert max((numel for _, numel in seen.numels), default=0) < 224 * 224  # no mask, no batch copy
+    moved = sum((bottom - top) * (right - left)
+                for i, (top, left, bottom, right) in enumerate(boxes) if perm[i] != i)
+    assert peak < 3 * moved * 4 + 2**20  # numpy's buffer: the moved boxes' bytes, not the batch's
+    assert peak < x.numel() * 4 // 2
+
+
+def test_small_or_unsupported_boxes_are_left_to_the_mask():
+    small = random_batch((4, 3, 32, 32), torch.float32)  # 12 KiB per image: no box can pass
+    assert not gather_boxes_(small, torch.tensor([[0, 0, 32, 32]] * 4), torch.tensor([1, 2, 3, 0]))
+    big = random_batch((4, 3, 100, 100), torch.float32)
+    orig = big.clone()
+    full = [[0, 0, 100, 100]] * 4
+    assert not gather_boxes_(big, torch.tensor([[0, 0, 10, 10]] * 4), torch.tensor([1, 2, 3, 0]))
+    assert not gather_boxes_(big, torch.tensor(full, dtype=torch.float32), torch.tensor([1, 2, 3, 0]))
+    assert not gather_boxes_(big, torch.tensor(full), torch.tensor([1, 2, 3, 4]))  # out of range
+    assert not gather_boxes_(big, torch.tensor(full), torch.tensor([1.0, 2.0, 3.0, 0.0]))
+    assert torch.equal(big, orig)
+    with pytest.raises(IndexError, match="out of range"):  # the mask's path raises, as before
+        paste_boxes_(big, torch.tensor(full), torch.tensor([1, 2, 3, 4]))
+    assert torch.equal(big, orig)
+
+
+def test_boxes_requiring_grad_are_left_to_the_mask_which_refuses_as_before():
+    leaf = torch.randn(4, 3, 100, 100, requires_grad=True)
+    x = leaf * 1.0
+    full, perm = torch.tensor([[0, 0, 100, 100]] * 4), torch.tensor([1, 2, 3, 0])
+    assert not gather_boxes_(x, full, perm)  # numpy's copies would escape autograd
+    with pytest.raises(RuntimeError, match="automatic differentiation"):
+        paste_boxes_(x, full, perm)
+    with torch.no_grad():
+        assert gather_boxes_(x, full, perm)
+
+
+def test_channels_last_rows_take_the_numpy_copies_exactly():
+    from cutmix_algo.functional import paste_boxes_hwc_
+
+    nchw = random_batch((5, 3, 120, 110), torch.uint8, 9)
+    hwc = nchw.permute(0, 2, 3, 1).contiguous()
+    boxes = [(0, 0, 120, 110), (10, 5, 100, 90), (-3, -4, 200, 60), (30, 30, 30, 90), (2, 8, 118, 100)]
+    perm = [4, 4, 0, 1, 2]
+    with Allocations() as seen:
+        paste_boxes_hwc_(hwc, torch.tensor(boxes), torch.tensor(perm))
+    assert max((numel for _, numel in seen.numels), default=0) < 120 * 110  # not the mask's path
+    want = masked_reference(nchw, boxes, perm)
+    assert torch.equal(hwc, want.permute(0, 2, 3, 1))
