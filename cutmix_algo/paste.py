@@ -25,8 +25,8 @@ The paths (the choice depends only on the device, the region's size per image an
   numpy copies on the calling thread, with no parallel region at all, so the walk does not
   degrade when the CPU is oversubscribed, and one copy costs about 2 µs of call overhead,
   against 5-10 µs for a torch ``copy_`` of a strided view (the walk before this one, whose
-  copies also had to stay below ``GRAIN_SIZE`` elements to stay serial: 1.5-1.7x slower on a
-  quiet machine at 224², 1.2-2.9x under load). That overhead, paid per image, is why small
+  copies also had to stay below ``GRAIN_SIZE`` elements to stay serial, was 1.45-1.73x slower
+  at 224² on a quiet machine and 1.2-2.9x under load, in one paired run of both here). That overhead, paid per image, is why small
   regions take the other path.
 * ``"index_select"`` (small regions on the CPU, every other device, and any input the cycle walk
   does not take): ``t.copy_(t.index_select(0, perm))``. For regions below ``GRAIN_SIZE`` elements
