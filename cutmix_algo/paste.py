@@ -26,8 +26,8 @@ The paths (the choice depends only on the device, the region's size per image an
   degrade when the CPU is oversubscribed, and one copy costs about 2 µs of call overhead,
   against 5-10 µs for a torch ``copy_`` of a strided view (the walk before this one, whose
   copies also had to stay below ``GRAIN_SIZE`` elements to stay serial, was 1.45-1.73x slower
-  at 224² on a quiet machine and 1.2-2.9x under load, in one paired run of both here). That overhead, paid per image, is why small
-  regions take the other path.
+  at 224² on a quiet machine and 1.2-2.9x under load, in one paired run of both here). That
+  overhead, paid per image, is why small regions take the other path.
 * ``"index_select"`` (small regions on the CPU, every other device, and any input the cycle walk
   does not take): ``t.copy_(t.index_select(0, perm))``. For regions below ``GRAIN_SIZE`` elements
   torch's CPU ``index_select`` runs its per-image copies in one parallel region (as any single
@@ -206,31 +206,27 @@ def gather_boxes_(t: torch.Tensor, boxes: torch.Tensor, perm: torch.Tensor) -> b
     n = len(p)
     if not all(0 <= j < n for j in p):
         return False
-    height, width = t.shape[-2:]
-    clipped = [
-        (min(max(top, 0), height), min(max(left, 0), width), min(max(bottom, 0), height),
-         min(max(right, 0), width))
-        for top, left, bottom, right in boxes.tolist()
-    ]
-    moved = [
-        (i, j, box) for i, (j, box) in enumerate(zip(p, clipped, strict=True))
-        if j != i and box[2] > box[0] and box[3] > box[1]
-    ]
-    per_pixel = math.prod(t.shape[1:-2])
-    sizes = [(bottom - top) * (right - left) * per_pixel for _, _, (top, left, bottom, right) in moved]
-    if sum(sizes) * t.element_size() < CYCLE_WALK_MIN_BYTES * n:
+    # Bounds below 0 count from 0 (a slice would count them from the end); above the image, the
+    # slice stops at its edge, as the mask does. A pair is the row's box region and its source's.
+    pairs = []
+    for i, (j, box) in enumerate(zip(p, boxes.tolist(), strict=True)):
+        top, left, bottom, right = (max(bound, 0) for bound in box)
+        region = array[i, ..., top:bottom, left:right]
+        if j != i and region.size:
+            pairs.append((region, array[j, ..., top:bottom, left:right]))
+    total = sum(region.size for region, _ in pairs)
+    if total * t.element_size() < CYCLE_WALK_MIN_BYTES * n:
         return False
-    saved = np.empty(sum(sizes), dtype=array.dtype)
-    regions = []
+    saved = np.empty(total, dtype=array.dtype)
+    copies = []
     at = 0
-    for (_, j, (top, left, bottom, right)), size in zip(moved, sizes, strict=True):
-        source = array[j, ..., top:bottom, left:right]
-        region = saved[at : at + size].reshape(source.shape)
-        np.copyto(region, source)
-        regions.append(region)
-        at += size
-    for (i, _, (top, left, bottom, right)), region in zip(moved, regions, strict=True):
-        np.copyto(array[i, ..., top:bottom, left:right], region)
+    for _, source in pairs:
+        copy = saved[at : at + source.size].reshape(source.shape)
+        np.copyto(copy, source)
+        copies.append(copy)
+        at += source.size
+    for (region, _), copy in zip(pairs, copies, strict=True):
+        np.copyto(region, copy)
     return True
 
 
@@ -272,10 +268,11 @@ def permute_batch_(t: torch.Tensor, perm: torch.Tensor, *, method: str = "auto")
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "auto":
         method = choose_method(t)
-    if method == "cycles":
-        target = _numpy_target(t, perm)
-        if target is not None and sorted(target[1]) == list(range(len(target[1]))):
-            _walk_cycles_(*target)
+    target = _numpy_target(t, perm) if method == "cycles" else None
+    if target is not None:
+        array, p = target
+        if sorted(p) == list(range(len(p))):
+            _walk_cycles_(array, p)
             return t
     if isinstance(perm, torch.Tensor) and perm.device != t.device:
         # Host to device without blocking (no sync); to the host, blocking, so perm is complete.
