@@ -36,6 +36,9 @@ NOT_RUN: list[tuple[str, str]] = [
     (r"^make demo\b|cutmix_train\.demo\b",
      "the main job, about 4 minutes on 2 cores; its write, verify and compare steps run in "
      "tests/test_compare.py and tests/test_writer_cli.py"),
+    (r"^bash bench/gpu_(wheels|check)\.sh\b",
+     "the GPU machine's checks: one fetches 16 MB of wheels for it, the other needs its Python "
+     "3.12 with torch 2.11 (bench/README.md)"),
     (r"^make bench\b|bench/", "a benchmark: minutes of timed side-by-side runs, never a test (DEVELOPERS.md)"),
     (r"--nproc 8\b|-n 8\b|--world_size\b", "needs a node of 8 GPUs (or several nodes)"),
     # Two processes under Composer's launcher cost half a minute of imports each; the suite runs
@@ -138,7 +141,7 @@ def test_every_readme_command_is_parsed_and_either_run_or_listed() -> None:
         for _, command in _doc_commands(doc):
             total += 1
             assert shlex.split(command)[0] in {"make", "cutmix-train", "cutmix-writer", "composer",
-                                               "python", ".venv/bin/python"}, (doc, command)
+                                               "python", ".venv/bin/python", "bash"}, (doc, command)
     assert total >= 10
 
 
