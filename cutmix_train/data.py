@@ -220,9 +220,11 @@ def _in_memory_loader(images: Any, batch_size: int, *, train: bool, cfg: DataCon
 def _premixed_manifest(cfg: DataConfig) -> dict:
     where = cfg.remote or cfg.local
     key = "data.remote" if cfg.remote else "data.local"
-    if not cfg.remote and not (Path(cfg.local) / "index.json").is_file():  # type: ignore[arg-type]
+    from writer.uri import INDEX_NAME
+
+    if not cfg.remote and not (Path(cfg.local) / INDEX_NAME).is_file():  # type: ignore[arg-type]
         raise RecipeError(
-            f"{key}: no pre-mixed dataset at {where} (index.json missing); write one with "
+            f"{key}: no pre-mixed dataset at {where} ({INDEX_NAME} missing); write one with "
             "`cutmix-writer write --source ... --out DIR`"
         )
     from writer.dataset import read_manifest
