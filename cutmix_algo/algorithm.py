@@ -84,6 +84,13 @@ class DenseTargetMetric(Metric):
         return None
 
 
+def _check_flag(name: str, value: object) -> bool:
+    """Return ``value`` if it is a bool: a string such as ``"false"`` would otherwise count as True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
 def _check_probability(p: float, name: str = "p") -> float:
     try:
         value = float(p)
@@ -204,7 +211,7 @@ class CutMix(Algorithm):
         if num_classes is not None:
             num_classes = check_int("num_classes", num_classes, low=1)
         self.num_classes = num_classes
-        self.uniform_sampling = bool(uniform_sampling)
+        self.uniform_sampling = _check_flag("uniform_sampling", uniform_sampling)
         self.input_key = input_key
         self.target_key = target_key
         if seed is not None:
@@ -224,7 +231,7 @@ class CutMix(Algorithm):
             raise ValueError(f"inplace must be True, False or None, got {inplace!r}")
         self.inplace = inplace
         self.mode = check_mode(mode)
-        self.interpolate_loss = bool(interpolate_loss)
+        self.interpolate_loss = _check_flag("interpolate_loss", interpolate_loss)
         if self.interpolate_loss and self.mode == "sample":
             raise ValueError(
                 "interpolate_loss needs one λ per batch (mode='batch'): a model's loss is one "
@@ -463,6 +470,11 @@ class CutMix(Algorithm):
                 "CutMix(interpolate_loss=True) needs int class labels of shape (N,), got a target "
                 f"of shape {tuple(host_target.shape)} and dtype {host_target.dtype}"
             )
+        if self.mixup_alpha > 0 and host_target.ndim >= 3:  # every batch, not only MixUp's draws
+            raise ValueError(
+                f"CutMix(mixup_alpha={self.mixup_alpha}) cannot mix segmentation maps (target of "
+                f"shape {tuple(host_target.shape)}): MixUp would blend class ids; set mixup_alpha=0"
+            )
 
         n, height, width = host_input.shape[0], host_input.shape[-2], host_input.shape[-1]
         params, mixed, use_mixup, mixup_lam = None, False, False, 1.0
@@ -488,9 +500,7 @@ class CutMix(Algorithm):
                 mixup_(input, lam, perm)
                 if self.interpolate_loss:
                     new_target = target
-                elif target.ndim >= 3:
-                    raise ValueError("MixUp cannot mix segmentation maps; set mixup_alpha=0")
-                else:
+                else:  # not a map: refused on the host before any batch was mixed
                     new_target = mix_targets(target, lam, perm, num_classes)
             else:
                 if target.ndim >= 3:  # a segmentation map is pasted in place too

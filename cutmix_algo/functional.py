@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from cutmix_algo.paste import gather_boxes_, permute_batch_
+from cutmix_algo.paste import gather_boxes_, mark_written_, permute_batch_
 from cutmix_algo.sampling import (
     Box,
     CutMixParams,
@@ -77,8 +77,12 @@ def paste_box_(x: torch.Tensor, box: Box, perm: torch.Tensor) -> torch.Tensor:
 
     Works for any number of dims between the batch and the last two (channels, frames), any dtype
     and any memory format; the layout of ``x`` is untouched.
+
+    Raises:
+        ValueError: if ``box`` is not 4 integers with ``0 <= top <= bottom <= H`` and
+            ``0 <= left <= right <= W`` (a negative bound would count from the end as a slice).
     """
-    top, left, bottom, right = box
+    top, left, bottom, right = check_box(box, x.shape[-2], x.shape[-1])
     if bottom <= top or right <= left:
         return x
     permute_batch_(x[..., top:bottom, left:right], perm)  # how the bytes move: see cutmix_algo.paste
@@ -103,7 +107,8 @@ def paste_boxes_(x: torch.Tensor, boxes: torch.Tensor, perm: torch.Tensor) -> to
     (:func:`cutmix_algo.paste.gather_boxes_`). Otherwise, vectorized on ``x``'s device: a mask
     from the per-row box bounds selects, pixel by pixel, between ``x`` and the permuted batch,
     one batch-sized temporary. No host-device sync: ``boxes`` and ``perm`` are moved with
-    ``non_blocking``.
+    ``non_blocking``. Bounds are not checked (that would read them on the host): each box is
+    clipped to the image, as its mask is, so a negative bound counts as 0, never from the end.
     """
     if gather_boxes_(x, boxes, perm):
         return x
@@ -111,6 +116,7 @@ def paste_boxes_(x: torch.Tensor, boxes: torch.Tensor, perm: torch.Tensor) -> to
     boxes = boxes.to(x.device, non_blocking=True)
     mask = box_mask(boxes, height, width).view(n, *([1] * (x.ndim - 3)), height, width)
     source = x.index_select(0, perm.to(x.device, non_blocking=True))
+    mark_written_(x)
     return torch.where(mask, source, x, out=x)
 
 
@@ -160,7 +166,14 @@ def mixup_(x: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
 
 
 def one_hot(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Dense ``(N, K)`` rows with a 1 at each label."""
+    """Dense ``(N, K)`` rows with a 1 at each label.
+
+    Raises:
+        ValueError: if ``labels`` is not a 1-d integer tensor, or (on the CPU, where checking
+            costs no sync) holds a value outside ``[0, num_classes)``.
+    """
+    _check_label_vector(labels, "labels")
+    num_classes = _check_labels(labels, num_classes, "labels")
     out = torch.zeros(labels.shape[0], num_classes, dtype=dtype, device=labels.device)
     return out.scatter_(1, labels.long().unsqueeze(1), 1.0)
 
@@ -169,7 +182,20 @@ def _is_dense_map(target: torch.Tensor, input: torch.Tensor) -> bool:
     return target.ndim >= 3 and target.shape[-2:] == input.shape[-2:]
 
 
-def _check_labels(target: torch.Tensor, num_classes: int | None) -> int:
+def _check_label_vector(labels: object, name: str) -> None:
+    """Raise ``ValueError`` unless ``labels`` is a 1-d tensor of integer class labels (not bool)."""
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1:
+        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"{name} must be a 1-d tensor of integer class labels, got {shape}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(
+            f"1-d {name} must hold integer class labels, got dtype {labels.dtype}"
+            + (f"; bools are not class indices: pass {name}.long() if they are"
+               if labels.dtype == torch.bool else "")
+        )
+
+
+def _check_labels(target: torch.Tensor, num_classes: int | None, name: str = "target") -> int:
     if num_classes is None:
         raise ValueError(
             "num_classes is required to mix integer class labels (target of shape (N,)); "
@@ -182,7 +208,8 @@ def _check_labels(target: torch.Tensor, num_classes: int | None) -> int:
         low, high = int(target.min()), int(target.max())
         if low < 0 or high >= num_classes:
             raise ValueError(
-                f"target labels must lie in [0, num_classes={num_classes}), "
+                f"{name if name == 'labels' else name + ' labels'} must lie in "
+                f"[0, num_classes={num_classes}), "
                 f"got values in [{low}, {high}]"
             )
     return num_classes
@@ -200,10 +227,7 @@ def check_target(target: torch.Tensor, input: torch.Tensor, num_classes: int | N
     if _is_dense_map(target, input):
         return
     if target.ndim == 1:
-        if target.is_floating_point() or target.is_complex():
-            raise ValueError(
-                f"1-d target must hold integer class labels, got dtype {target.dtype}"
-            )
+        _check_label_vector(target, "target")
         _check_labels(target, num_classes)
         return
     if target.ndim == 2:
@@ -256,8 +280,8 @@ def mix_targets(
     lam = label_lam(lam, exact_rows or max(target.shape[0], 1))
     per_row = isinstance(lam, torch.Tensor)
     if target.ndim == 1:
-        if num_classes is None:
-            raise ValueError("num_classes is required to mix integer class labels")
+        _check_label_vector(target, "target")
+        num_classes = _check_labels(target, num_classes)
         labels = target.long()
         n = labels.shape[0]
         # λ and 1 - λ are multiples of 2**-k (see label_lam): each is exact in float32, each row
@@ -376,7 +400,9 @@ def cutmix_batch(
 
     **This writes into** ``input``: the box region of every image is overwritten, and the
     returned ``input`` is the same tensor object. If ``input`` is memory someone else still reads
-    (a view of a dataset tensor, a batch a loader reuses), pass ``input.clone()``.
+    (a view of a dataset tensor, a batch a loader reuses), pass ``input.clone()``. A
+    segmentation-map ``target`` is pasted in place too (``out.target is target``); class labels
+    and dense rows are not written, their mix is a new tensor.
     (:class:`~cutmix_algo.CutMix`, the Composer Algorithm, makes that choice for you.)
 
     Sample ``i`` keeps its own pixels outside the box and receives the box region of sample
@@ -413,9 +439,12 @@ def cutmix_batch(
 
     Raises:
         ValueError: if ``alpha`` is negative or NaN, ``input`` has fewer than 4 dims, input and
-            target batch sizes differ, labels fall outside ``[0, num_classes)``, int labels come
-            without ``num_classes``, ``box`` lies outside the image, or ``mode``/``minmax`` is
-            not one of the accepted values.
+            target batch sizes differ, labels are not integers (bool included) or, for labels on
+            the CPU, fall outside ``[0, num_classes)`` (on another device they are not read, so
+            that no sync is made: an out-of-range label meets the device's own index assert),
+            int labels come without ``num_classes``, ``box`` lies outside the image,
+            ``generator`` is not a CPU ``torch.Generator``, or ``mode``/``minmax`` is not one of
+            the accepted values.
 
     Example:
         >>> import torch

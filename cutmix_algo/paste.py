@@ -51,7 +51,10 @@ before (same result, or the same error): ``perm`` that is not an int64/int32 per
 whose images may share memory (an expanded view), a ``t`` that requires grad with grad mode on
 (autograd records one op, as before), and a ``t`` numpy cannot view as it is (complex128, whose
 elements have no same-sized integer; lazily conjugated or negated views; sparse, quantized or
-nested tensors).
+nested tensors). Every path calls :func:`mark_written_` before its first write, so autograd
+sees the numpy copies as the in-place write they are (backward through a graph that saved ``t``
+raises instead of computing with overwritten values) and an inference tensor outside inference
+mode is refused before a byte moves.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ __all__ = [
     "METHODS",
     "choose_method",
     "gather_boxes_",
+    "mark_written_",
     "permute_batch_",
 ]
 
@@ -175,7 +179,21 @@ def _numpy_target(t: torch.Tensor, perm: torch.Tensor) -> tuple[np.ndarray, list
     ):
         return None
     array = _as_numpy(t)
-    return None if array is None else (array, perm.tolist())
+    if array is None:
+        return None
+    mark_written_(t)  # numpy's writes bypass autograd
+    return array, perm.tolist()
+
+
+def mark_written_(t: torch.Tensor) -> None:
+    """Tell autograd that ``t`` is about to be written in place, before anything is written.
+
+    An empty in-place torch op on ``t`` makes the checks and the version-counter bump of a real
+    one: a ``t`` that a graph saved for backward (through a detached view) then fails backward
+    instead of giving wrong gradients, and an inference tensor outside inference mode raises
+    here, before a byte moves (torch's own ``copy_`` raises only after writing it).
+    """
+    t.narrow(0, 0, 0).zero_()
 
 
 def gather_boxes_(t: torch.Tensor, boxes: torch.Tensor, perm: torch.Tensor) -> bool:
@@ -277,4 +295,7 @@ def permute_batch_(t: torch.Tensor, perm: torch.Tensor, *, method: str = "auto")
     if isinstance(perm, torch.Tensor) and perm.device != t.device:
         # Host to device without blocking (no sync); to the host, blocking, so perm is complete.
         perm = perm.to(t.device, non_blocking=t.device.type != "cpu")
-    return t.copy_(t.index_select(0, perm))
+    source = t.index_select(0, perm)  # a bad perm raises here, before anything is written
+    if t.ndim:
+        mark_written_(t)
+    return t.copy_(source)

@@ -51,6 +51,7 @@ __all__ = [
     "epoch_order_generator",
     "kept_fraction",
     "label_lam",
+    "check_generator",
     "check_minmax",
     "sample_box",
     "sample_box_minmax",
@@ -212,6 +213,8 @@ def sample_box(
     ``uniform_sampling`` the center is drawn from ``[-cut // 2, side + cut // 2)`` instead, so every
     pixel is equally likely to be covered (Composer's option).
     """
+    if not (isinstance(lam, (int, float, np.floating)) and 0.0 <= lam <= 1.0):  # rejects NaN too
+        raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
     ratio = math.sqrt(1.0 - lam)
     cut_h, cut_w = int(height * ratio), int(width * ratio)
     half_h, half_w = cut_h // 2, cut_w // 2
@@ -224,6 +227,24 @@ def sample_box(
     top, bottom = min(max(cy - half_h, 0), height), min(max(cy + half_h, 0), height)
     left, right = min(max(cx - half_w, 0), width), min(max(cx + half_w, 0), width)
     return Box(top, left, bottom, right)
+
+
+def check_generator(generator: object) -> torch.Generator | None:
+    """Return ``generator`` if it is ``None`` or a CPU ``torch.Generator``, else raise ``ValueError``.
+
+    Every draw is made on the CPU (so a seed gives the same draws on any device); a seed is not a
+    generator: :func:`derive_generator` makes one from integer keys.
+    """
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+        got = (f"a {generator.device.type} torch.Generator" if isinstance(generator, torch.Generator)
+               else f"{generator!r} ({type(generator).__name__})")
+        raise ValueError(
+            "generator must be None or a CPU torch.Generator (for a seed, pass "
+            f"cutmix_algo.sampling.derive_generator(seed)), got {got}"
+        )
+    return generator
 
 
 def check_minmax(minmax: object) -> tuple[float, float] | None:
@@ -253,6 +274,8 @@ def sample_box_minmax(
     and the top-left corner is uniform over every position that keeps the box inside the image,
     the bottom and right edges included (timm's exclusive bound never reaches them).
     """
+    minmax = check_minmax(minmax)
+    assert minmax is not None
     low_h, high_h = _cut_range(height, minmax)
     low_w, high_w = _cut_range(width, minmax)
     cut_h = _randint(low_h, high_h + 1, generator)
@@ -350,6 +373,7 @@ def sample_params(
         >>> p.lam == kept_fraction(p.box, 32, 32), sorted(p.perm.tolist()) == list(range(8))
         (True, True)
     """
+    generator = check_generator(generator)
     if minmax is None:
         lam = sample_lam(alpha, generator)
         box = sample_box(height, width, lam, generator, uniform_sampling)
@@ -386,6 +410,7 @@ def sample_row_params(
         ((8,), (8, 4), True)
     """
     n = batch_size
+    generator = check_generator(generator)
     zeros = torch.zeros(n, dtype=torch.long)
     if minmax is None:
         alpha = check_alpha(alpha)

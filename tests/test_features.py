@@ -294,6 +294,24 @@ def test_mixup_switching_draws_both_and_logs_which() -> None:
     assert torch.allclose(target, want.float()) and torch.equal(target.sum(1), torch.ones(8))
 
 
+def test_mixup_with_segmentation_maps_is_refused_on_the_first_batch_before_any_mixing() -> None:
+    """switch_prob=0 draws no MixUp batch at all: the refusal must not wait for one."""
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.rand(16, C, H, W, generator=g), torch.randint(0, K, (16, H, W), generator=g))
+    before = data.tensors[0].clone()
+    with pytest.raises(ValueError, match=r"mixup_alpha=0\.8.*segmentation maps"):
+        _fit(CutMix(mixup_alpha=0.8, switch_prob=0.0), data=data, max_duration="1ba")
+    assert torch.equal(data.tensors[0], before)
+
+
+@pytest.mark.parametrize("name", ["uniform_sampling", "interpolate_loss"])
+@pytest.mark.parametrize("bad", ["false", "no", 0, 1, None])
+def test_flags_take_bools_only(name: str, bad: Any) -> None:
+    with pytest.raises(ValueError, match=name):
+        CutMix(**{name: bad})
+    assert getattr(CutMix(**{name: np.bool_(True)}), name) is True
+
+
 def test_switch_prob_one_is_always_mixup_and_zero_never() -> None:
     for prob, want in ((1.0, 1.0), (0.0, 0.0)):
         logger = InMemoryLogger()

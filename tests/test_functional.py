@@ -6,6 +6,7 @@ over samples, independently of the code under test.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cutmix_algo import cutmix_batch
-from cutmix_algo.sampling import label_grid_bits, label_lam
+from cutmix_algo.functional import mix_targets, one_hot, paste_box_
+from cutmix_algo.sampling import Box, label_grid_bits, label_lam
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.uint8]
 LAYOUTS = ["contiguous", "channels_last", "strided"]
@@ -363,11 +365,51 @@ def _x(n: int = 4) -> torch.Tensor:
         (lambda: cutmix_batch(_x(), perm=torch.tensor([0, 1, 2])), "perm"),
         (lambda: cutmix_batch(_x(), perm=torch.tensor([1, 2, 3, 4])), "perm"),
         (lambda: cutmix_batch(_x(), perm=torch.tensor([0.0, 1.0, 2.0, 3.0])), "perm"),
+        (lambda: cutmix_batch(_x(), torch.ones(4, dtype=torch.bool), num_classes=3), "target"),
+        (lambda: cutmix_batch(_x(), generator=42), "generator"),
+        (lambda: cutmix_batch(_x(), generator=np.random.default_rng(0)), "generator"),
+        (lambda: cutmix_batch(_x(), mode="sample", generator=7), "generator"),
+        (lambda: one_hot(torch.tensor([0.7, 2.9]), 3), "labels"),
+        (lambda: one_hot(torch.tensor([0, 3]), 3), "labels"),
+        (lambda: one_hot(torch.tensor([True, False]), 3), "labels"),
+        (lambda: mix_targets(torch.tensor([0.0, 1.0]), 0.5, torch.tensor([1, 0]), 3), "target"),
+        (lambda: mix_targets(torch.tensor([0, 3]), 0.5, torch.tensor([1, 0]), 3), "target"),
+        (lambda: mix_targets(torch.tensor([0, 1]), 0.5, torch.tensor([1, 0])), "num_classes"),
+        (lambda: paste_box_(_x(), Box(-2, 0, 8, 8), torch.arange(4)), "box"),
+        (lambda: paste_box_(_x(), Box(0, 0, 9, 8), torch.arange(4)), "box"),
+        (lambda: paste_box_(_x(), Box(4, 0, 2, 8), torch.arange(4)), "box"),
     ],
 )
 def test_bad_input_raises_value_error_naming_the_argument(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def test_a_negative_box_bound_never_counts_from_the_end():
+    """paste_box_ refuses it; paste_boxes_ (whose bounds stay on the device) clips it to 0."""
+    from cutmix_algo.functional import paste_boxes_
+
+    x = random_batch((4, 1, 8, 8), torch.float32, 8)
+    orig = x.clone()
+    with pytest.raises(ValueError, match="box"):
+        paste_box_(x, Box(-2, 0, 8, 8), torch.tensor([1, 2, 3, 0]))
+    assert torch.equal(x, orig)
+    clipped = x.clone()
+    paste_box_(clipped, Box(0, 0, 8, 8), torch.tensor([1, 2, 3, 0]))
+    paste_boxes_(x, torch.tensor([[-2, 0, 8, 8]] * 4), torch.tensor([1, 2, 3, 0]))
+    assert torch.equal(x, clipped)  # rows 0-7, as the box (0, 0, 8, 8), not rows 6-7
+
+
+def test_a_segmentation_map_is_pasted_in_place_and_labels_are_not_written():
+    """What the docs say cutmix_batch writes into: the input and a map target, nothing else."""
+    images = random_batch((8, 3, 8, 8), torch.float32, 8)
+    maps, labels = torch.randint(0, 5, (8, 8, 8)), torch.randint(0, 5, (8,))
+    maps_before, labels_before = maps.clone(), labels.clone()
+    g = torch.Generator().manual_seed(3)
+    out = cutmix_batch(images.clone(), maps, box=(0, 0, 4, 4), perm=torch.roll(torch.arange(8), 1))
+    assert out.target is maps and not torch.equal(maps, maps_before)
+    out = cutmix_batch(images.clone(), labels, num_classes=5, generator=g)
+    assert out.target is not labels and torch.equal(labels, labels_before)
 
 
 def test_bad_input_leaves_the_batch_alone():

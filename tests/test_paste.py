@@ -296,6 +296,35 @@ def test_requires_grad_keeps_one_autograd_op():
     assert torch.equal(leaf.grad, torch.ones_like(leaf))  # every value still comes from one input
 
 
+
+@pytest.mark.parametrize("side", [8, 224])  # index_select's path, then the numpy copies'
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+def test_a_detached_view_of_a_saved_tensor_fails_backward_on_every_path(side, mode):
+    """numpy's writes bump autograd's version counter as copy_ does: no silently wrong gradients."""
+    from cutmix_algo import cutmix_batch
+    from cutmix_algo.sampling import derive_generator
+
+    weight = torch.ones(4, 1, 1, 1, requires_grad=True)
+    x = torch.rand(4, 3, side, side, requires_grad=True) * 2
+    loss = (x * weight).sum()  # saves x for weight's gradient
+    before = x._version
+    cutmix_batch(x.detach(), generator=derive_generator(0), mode=mode)
+    assert x._version > before
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("side", [8, 224])
+def test_an_inference_tensor_is_refused_on_every_path(side):
+    with torch.inference_mode():
+        x = torch.rand(4, 3, side, side)
+    orig = x.clone()
+    with pytest.raises(RuntimeError, match="inference tensor"):
+        permute_batch_(x, torch.tensor([1, 2, 3, 0]))
+    with pytest.raises(RuntimeError, match="inference tensor"):
+        paste_boxes_(x, torch.tensor([[0, 0, side, side]] * 4), torch.tensor([1, 2, 3, 0]))
+    assert torch.equal(x, orig)  # refused before anything moved
+
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="method"):
         permute_batch_(torch.zeros(2, 3), torch.tensor([1, 0]), method="fast")

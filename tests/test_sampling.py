@@ -26,6 +26,7 @@ from cutmix_algo.sampling import (
     sample_box,
     sample_lam,
     sample_params,
+    sample_row_params,
 )
 
 P_MIN = 1e-3  # fixed seeds make every p-value below deterministic; this is only the bar
@@ -327,3 +328,20 @@ def test_no_generator_uses_torch_default_generator():
     assert _draw(None) == first
     torch.manual_seed(124)
     assert _draw(None) != first
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: sample_params(8, 32, 32, minmax=(0.5, 2.0)), "minmax"),
+        (lambda: sample_params(8, 32, 32, minmax=(0.8, 0.2)), "minmax"),
+        (lambda: sample_box(32, 32, 1.5), "lam"),
+        (lambda: sample_box(32, 32, -0.1), "lam"),
+        (lambda: sample_box(32, 32, float("nan")), "lam"),
+        (lambda: sample_params(8, 32, 32, generator=42), "generator"),
+        (lambda: sample_row_params(8, 32, 32, generator=np.random.default_rng(0)), "generator"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
