@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from composer import Trainer
-from composer.core import Algorithm, Time
+from composer.core import Algorithm, Callback, Time
 from composer.loggers import FileLogger, LoggerDestination
 from composer.optim import (
     ConstantScheduler,
@@ -32,12 +32,13 @@ from composer.utils import dist, format_name_with_dist, reproducibility
 
 from cutmix_algo import CutMix
 from cutmix_train.augment import DeviceAugment, augment_before_mixing
-from cutmix_train.config import OptimizerConfig, Recipe, RecipeError, SchedulerConfig
+from cutmix_train.config import OptimizerConfig, Recipe, RecipeError, SchedulerConfig, to_yaml
 from cutmix_train.data import DataBundle, build_data
-from cutmix_train.models import build_model
+from cutmix_train.models import InputNormalize, build_model
 
 __all__ = [
     "LATEST_CHECKPOINT",
+    "RecipeRecord",
     "SUMMARY_NAME",
     "build_algorithms",
     "build_optimizer",
@@ -46,8 +47,10 @@ __all__ = [
     "checkpoint_folder",
     "is_complete",
     "progress",
+    "recorded_recipe",
     "resolve_device",
     "resolve_precision",
+    "resume_source",
     "resumed_from",
     "summarize",
 ]
@@ -284,6 +287,159 @@ def _check_checkpoint_folder(recipe: Recipe) -> None:
         _say(line)
 
 
+class RecipeRecord(Callback):
+    """Keeps the resolved recipe in every checkpoint (Composer saves each callback's state_dict).
+
+    A later resume reads it back (:func:`recorded_recipe`) to tell which model and data saved the
+    checkpoint; nothing is restored from it.
+    """
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe_yaml = to_yaml(recipe)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"recipe_yaml": self.recipe_yaml}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass  # compared with the recipe before the Trainer was built (_check_resume)
+
+
+def resume_source(recipe: Recipe) -> tuple[str, Path] | None:
+    """The local checkpoint a Trainer built from ``recipe`` would load, with the key that makes it.
+
+    Under autoresume, the save folder's latest checkpoint if there is one (Composer prefers it to
+    ``load_path``); else a local ``load_path``; None for a fresh start or a remote checkpoint.
+    """
+    ckpt = recipe.checkpoint
+    folder = checkpoint_folder(recipe)
+    if ckpt.autoresume and folder is not None and (folder / LATEST_CHECKPOINT).exists():
+        return "checkpoint.autoresume", folder / LATEST_CHECKPOINT
+    load = ckpt.load_path
+    if load and "://" not in load and "{" not in load:
+        return "checkpoint.load_path", Path(load)
+    return None
+
+
+def _read_checkpoint_state(key: str, path: Path) -> dict[str, Any]:
+    """The ``state`` of a Composer checkpoint, memory-mapped (tensors are not read), or RecipeError."""
+    problem = _checkpoint_problem(path)
+    if problem is not None:
+        raise RecipeError(f"{key}: {path} is not a Composer checkpoint ({problem})")
+    try:
+        # A Composer checkpoint is a pickle of more than tensors (timestamps, metadata): the same
+        # load Composer itself is about to make of this file.
+        saved = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - unpickling can raise anything; all mean "not one"
+        raise RecipeError(f"{key}: {path} is not a Composer checkpoint ({type(e).__name__}: {e})") from None
+    state = saved.get("state") if isinstance(saved, dict) else None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise RecipeError(f"{key}: {path} is not a Composer checkpoint (it holds no training state)")
+    return state
+
+
+def recorded_recipe_in(state: dict[str, Any]) -> str | None:
+    """The resolved recipe YAML kept in a checkpoint's ``state`` by :class:`RecipeRecord`, or None."""
+    record = (state.get("callbacks") or {}).get(RecipeRecord.__qualname__) or {}
+    value = record.get("recipe_yaml") if isinstance(record, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def recorded_recipe(path: Path) -> str | None:
+    """The resolved recipe YAML a checkpoint was saved under (``RecipeRecord``), or None."""
+    try:
+        return recorded_recipe_in(_read_checkpoint_state("checkpoint", path))
+    except RecipeError:
+        return None
+
+
+#: Optimizer hyperparameters a resume restores from the checkpoint, by the recipe key that sets them.
+_RESTORED_OPTIMIZER_KEYS = {"lr": "optimizer.lr", "momentum": "optimizer.momentum",
+                            "weight_decay": "optimizer.weight_decay", "nesterov": "optimizer.nesterov"}
+
+
+def _resume_differences(recipe: Recipe, state: dict[str, Any], model: torch.nn.Module,
+                        optimizer: torch.optim.Optimizer) -> tuple[str | None, list[str]]:
+    """(why the checkpoint's weights cannot load into ``model``, or None; the settings it would override)."""
+    from omegaconf import OmegaConf
+
+    differences: list[str] = []
+    recorded = recorded_recipe_in(state)
+    if recorded is not None:
+        saved = OmegaConf.create(recorded)
+        for key, now in (("model.name", recipe.model.name), ("data.dataset", recipe.data.dataset)):
+            then = OmegaConf.select(saved, key)
+            if then is not None and then != now:
+                differences.append(f"{key} {then} (recipe: {now})")
+    ours = model.state_dict()
+    theirs = state["model"]
+    missing = [k for k in ours if k not in theirs]
+    extra = [k for k in theirs if k not in ours]
+    reshaped = [k for k in ours if k in theirs and tuple(theirs[k].shape) != tuple(ours[k].shape)]
+    if missing or extra or reshaped:
+        first = (f"no {missing[0]}" if missing else f"an unknown {extra[0]}" if extra
+                 else f"{reshaped[0]} of shape {tuple(theirs[reshaped[0]].shape)}, "
+                      f"not {tuple(ours[reshaped[0]].shape)}")
+        name = OmegaConf.select(OmegaConf.create(recorded), "model.name") if recorded else None
+        saved_by = f"saved by model.name={name}, " if name and name != recipe.model.name else ""
+        return (f"its weights do not fit model.name={recipe.model.name} ({saved_by}{len(missing)} missing, "
+                f"{len(extra)} unknown and {len(reshaped)} reshaped tensors; the first: {first})"), differences
+    for module_name, module in model.named_modules():
+        if isinstance(module, InputNormalize):
+            for buffer, key in (("mean", "data.mean"), ("std", "data.std")):
+                full = f"{module_name}.{buffer}"
+                if full in theirs and not torch.equal(theirs[full].float(), ours[full].float()):
+                    then = [round(v, 6) for v in theirs[full].flatten().tolist()]
+                    now = [round(v, 6) for v in ours[full].flatten().tolist()]
+                    differences.append(f"{key} {then} (recipe: {now})")
+    saved_optimizers = state.get("optimizers") or {}
+    name = type(optimizer).__name__
+    if saved_optimizers and name not in saved_optimizers:
+        differences.append(f"optimizer {', '.join(saved_optimizers)} (recipe: {name})")
+    elif name in saved_optimizers:
+        then_group = (saved_optimizers[name].get("param_groups") or [{}])[0]
+        now_group = optimizer.param_groups[0]
+        for field, key in _RESTORED_OPTIMIZER_KEYS.items():
+            then = then_group.get("initial_lr", then_group.get("lr")) if field == "lr" else then_group.get(field)
+            if field in now_group and then is not None and then != now_group[field]:
+                differences.append(f"{key} {then} (recipe: {now_group[field]})")
+    seed = state.get("rank_zero_seed")
+    if seed is not None and seed != recipe.seed:
+        differences.append(f"seed {seed} (recipe: {recipe.seed})")
+    return None, differences
+
+
+def _inspect_resume(recipe: Recipe, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> str | None:
+    source = resume_source(recipe)
+    if source is None:
+        return None
+    key, path = source
+    try:
+        state = _read_checkpoint_state(key, path)
+    except RecipeError as e:
+        return str(e)
+    unfit, differences = _resume_differences(recipe, state, model, optimizer)
+    where = os.path.realpath(path)
+    if unfit is not None:
+        return f"{key}: {where} cannot be loaded: {unfit}"
+    if not differences:
+        return None
+    fresh = ("choose another checkpoint.save_folder (or remove this one) to start a new run"
+             if key == "checkpoint.autoresume" else "start a new run without checkpoint.load_path")
+    return (
+        f"{key}: {where} was saved with {'; '.join(differences)}. Loading it restores the "
+        "checkpoint's whole training state (weights, normalization, optimizer, seed), so these "
+        f"recipe values would silently not take effect; set them back, or {fresh}"
+    )
+
+
+def _check_resume(recipe: Recipe, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    # Rank 0 reads the checkpoint (memory-mapped); every rank gets its verdict.
+    verdict: list[Any] = [_inspect_resume(recipe, model, optimizer) if dist.get_global_rank() == 0 else None]
+    dist.broadcast_object_list(verdict, src=0)
+    if verdict[0] is not None:
+        raise RecipeError(verdict[0])
+
+
 def _check_train_batches(recipe: Recipe, data: DataBundle) -> None:
     # drop_last drops a short last batch: a batch larger than the data trains nothing at all.
     try:
@@ -333,7 +489,9 @@ def build_trainer(recipe: Recipe, callbacks: list[Any] | None = None) -> Trainer
             cannot be used: a folder that is a file, an earlier run's folder without autoresume,
             a batch larger than the training data. Under autoresume a truncated latest checkpoint
             is moved aside (``NAME.corrupt``) and the newest intact one resumed, said on stderr;
-            with none intact, that is an error.
+            with none intact, that is an error. A checkpoint to resume or load that is not one,
+            that another model saved, or whose restored state (dataset, normalization, optimizer
+            settings, seed) differs from the recipe's is refused, each difference named.
     """
     device = resolve_device(recipe.device)
     precision = resolve_precision(recipe.precision, device)
@@ -349,6 +507,8 @@ def build_trainer(recipe: Recipe, callbacks: list[Any] | None = None) -> Trainer
     _check_train_batches(recipe, data)
     _premixed_note(recipe, data)
     model = build_model(recipe.model.name, data.num_classes, data.mean, data.std)
+    optimizer = build_optimizer(recipe.optimizer, model)
+    _check_resume(recipe, model, optimizer)
     ckpt = recipe.checkpoint
     return Trainer(
         model=model,
@@ -360,7 +520,7 @@ def build_trainer(recipe: Recipe, callbacks: list[Any] | None = None) -> Trainer
         eval_subset_num_batches=recipe.eval.subset_num_batches,
         algorithms=build_algorithms(recipe, data),
         algorithm_passes=augment_before_mixing,
-        optimizers=build_optimizer(recipe.optimizer, model),
+        optimizers=optimizer,
         schedulers=build_scheduler(recipe.scheduler),
         step_schedulers_every_batch=True,
         device=device,
@@ -369,7 +529,7 @@ def build_trainer(recipe: Recipe, callbacks: list[Any] | None = None) -> Trainer
         seed=recipe.seed,
         run_name=recipe.run_name or recipe.name,
         loggers=_loggers(recipe),
-        callbacks=callbacks or [],
+        callbacks=[RecipeRecord(recipe), *(callbacks or [])],
         progress_bar=recipe.logging.progress_bar,
         console_stream="stderr",
         save_folder=ckpt.save_folder,

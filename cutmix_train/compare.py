@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 import time
 import traceback
@@ -148,7 +149,7 @@ def train_run(recipe: str, overrides: tuple[str, ...]) -> dict[str, Any]:
     try:
         from composer import Callback
 
-        from cutmix_train.builder import build_trainer, summarize
+        from cutmix_train.builder import build_trainer, is_complete, summarize
         from cutmix_train.config import load_recipe, to_yaml
 
         class EvalHistory(Callback):
@@ -164,11 +165,15 @@ def train_run(recipe: str, overrides: tuple[str, ...]) -> dict[str, Any]:
                     )  # fmt: skip
 
         config = load_recipe(recipe, list(overrides))
+        _set_aside_other_recipes_checkpoints(config)
         history = EvalHistory()
         trainer = build_trainer(config, callbacks=[history])
         images = _train_images(trainer, config)
         start = time.perf_counter()
-        trainer.fit()
+        if is_complete(trainer):  # killed after its last checkpoint, before its JSON: evaluate it
+            trainer.eval()
+        else:
+            trainer.fit()
         wall = time.perf_counter() - start
         result = summarize(trainer, config)
         trainer.close()
@@ -182,6 +187,35 @@ def train_run(recipe: str, overrides: tuple[str, ...]) -> dict[str, Any]:
     except Exception as e:  # the parent names the run; the traceback goes to a file
         message = str(e).strip().splitlines()[0] if str(e).strip() else ""
         return {"error": f"{type(e).__name__}: {message}", "traceback": traceback.format_exc()}
+
+
+def _set_aside_other_recipes_checkpoints(config: Any) -> None:
+    """Move a run's checkpoint folder aside if another recipe saved it, so the run starts fresh.
+
+    A run trains again when its variant changed; under autoresume it would otherwise continue the
+    old variant's checkpoint. The folder goes to ``NAME.stale`` (replacing an older one there).
+    """
+    from cutmix_train.builder import checkpoint_folder, recorded_recipe, resume_source
+    from cutmix_train.config import to_yaml
+
+    source = resume_source(config)
+    if source is None or source[0] != "checkpoint.autoresume":
+        return
+    resolved = to_yaml(config)
+    recorded = recorded_recipe(source[1])
+    if recorded is not None and (recorded == resolved or _in_todays_schema(recorded) == resolved):
+        return
+    folder = checkpoint_folder(config)
+    assert folder is not None
+    aside = folder.with_name(folder.name + ".stale")
+    if aside.exists():
+        shutil.rmtree(aside)
+    os.replace(folder, aside)
+    print(
+        f"{config.run_name or config.name}: the checkpoints in {folder} were saved by "
+        f"{'another recipe' if recorded else 'an unrecorded recipe'}; moved them to {aside} and "
+        "training this run from the start", file=sys.stderr, flush=True,
+    )
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -277,6 +277,18 @@ def to_yaml(recipe: Recipe) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(recipe))
 
 
+def _check_not_through_a_file(key: str, value: str | None) -> None:
+    """Refuse a local output path whose folder (or the path itself, for a folder) is a file."""
+    if not value or "://" in value:
+        return
+    path = Path(value.replace("{run_name}", "run").replace("{rank}", "0"))
+    folder = path if key != "logging.file" else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        raise RecipeError(f"{key}: {folder} is a file, not a folder (on the way to {value})")
+
+
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise RecipeError(f"{key}: unknown value {value!r}; expected one of {', '.join(choices)}")
@@ -388,6 +400,11 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError(f"optimizer.weight_decay: must be >= 0, got {opt.weight_decay}")
     if not 0 <= opt.momentum < 1:
         raise RecipeError(f"optimizer.momentum: must be in [0, 1), got {opt.momentum}")
+    if opt.nesterov and opt.momentum == 0 and opt.name != "adamw":
+        raise RecipeError(
+            "optimizer.nesterov: Nesterov momentum needs optimizer.momentum > 0, got momentum 0; "
+            "set optimizer.nesterov=false for plain SGD"
+        )
 
     sched = recipe.scheduler
     _check_choice("scheduler.name", sched.name, SCHEDULERS)
@@ -439,3 +456,11 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError(f"checkpoint.load_path: no checkpoint file at {load}")
     if ckpt.autoresume and not ckpt.save_folder:
         raise RecipeError("checkpoint.autoresume: needs checkpoint.save_folder")
+    if ckpt.autoresume and ckpt.num_to_keep == 0:
+        raise RecipeError(
+            "checkpoint.num_to_keep: 0 keeps no checkpoint, so checkpoint.autoresume would find "
+            "nothing to resume and train from the start every time; keep at least 1 (-1 keeps all)"
+        )
+    for key, value in (("logging.file", recipe.logging.file), ("logging.tensorboard", recipe.logging.tensorboard),
+                       ("logging.mlflow", recipe.logging.mlflow)):
+        _check_not_through_a_file(key, value)

@@ -245,3 +245,73 @@ def test_readme_bucket_names_are_valid() -> None:
     assert buckets
     for bucket in buckets:
         assert re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket), bucket
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["optimizer.lr=0.5", "optimizer.momentum=0.5", "optimizer.weight_decay=0.01", "seed=3",
+          "data.mean=[0.1,0.2,0.3]"],
+         ["optimizer.lr 0.05 (recipe: 0.5)", "optimizer.momentum 0.9 (recipe: 0.5)",
+          "optimizer.weight_decay", "seed 17 (recipe: 3)", "data.mean"]),
+        (["optimizer.name=adamw"], ["optimizer SGD (recipe: AdamW)"]),
+    ],
+)
+def test_resuming_with_a_setting_the_checkpoint_would_override_is_a_one_line_error_naming_each(
+    run_folder: Path, overrides: list[str], named: list[str]
+) -> None:
+    """Composer restores weights, normalization buffers, optimizer and seed: the recipe's would not apply."""
+    before = sorted(p.name for p in run_folder.iterdir())
+    result = _run(*RESUMABLE, f"checkpoint.save_folder={run_folder}", "train.max_duration=3ba", *overrides)
+    _one_line_error(result, "checkpoint.autoresume", str(run_folder / "ep0-ba2-rank0.pt"), *named,
+                    "choose another checkpoint.save_folder")
+    assert sorted(p.name for p in run_folder.iterdir()) == before  # nothing trained, nothing saved
+
+
+def test_resuming_into_another_model_is_a_one_line_error_not_a_key_error(run_folder: Path) -> None:
+    result = _run(*RESUMABLE, f"checkpoint.save_folder={run_folder}", "train.max_duration=3ba",
+                  "model.name=resnet32")
+    _one_line_error(result, "checkpoint.autoresume", "do not fit model.name=resnet32",
+                    "saved by model.name=resnet20", "module.1.layer1.3.conv1.weight")
+
+
+def test_resuming_on_another_dataset_is_a_one_line_error(run_folder: Path, cifar_root: Path) -> None:
+    result = _run(*RESUMABLE, f"checkpoint.save_folder={run_folder}", "train.max_duration=3ba",
+                  "data.dataset=cifar10", f"data.root={cifar_root}")
+    _one_line_error(result, "checkpoint.autoresume", "data.dataset digits (recipe: cifar10)")
+
+
+def test_load_path_is_checked_as_autoresume_is(run_folder: Path, tmp_path: Path) -> None:
+    checkpoint = run_folder / "ep0-ba2-rank0.pt"
+    result = _run(*FAST, f"checkpoint.load_path={checkpoint}", "optimizer.lr=0.2", "--dry-run")
+    _one_line_error(result, "checkpoint.load_path", "optimizer.lr 0.05 (recipe: 0.2)",
+                    "without checkpoint.load_path")
+    junk = tmp_path / "notackpt.pt"
+    junk.write_text("hello\n")
+    result = _run(*FAST, f"checkpoint.load_path={junk}", "--dry-run")
+    _one_line_error(result, "checkpoint.load_path", str(junk), "is not a Composer checkpoint")
+    # The same recipe loads it (a dry run builds the Trainer, which loads the checkpoint).
+    assert _run(*FAST, f"checkpoint.load_path={checkpoint}", "--dry-run").exit_code == 0
+
+
+def test_compare_trains_a_changed_variant_from_the_start_not_from_its_old_checkpoint(tmp_path: Path) -> None:
+    """A variant whose recipe changed retrains; its old checkpoints (another recipe's) are set aside."""
+    from cutmix_train.compare import train_run
+    from cutmix_train.config import to_yaml
+
+    folder = tmp_path / "ck"
+    common = (*RESUMABLE, f"checkpoint.save_folder={folder}", "train.max_duration=2ba")
+    first = train_run(str(DEMO), (*common, "algorithms.cutmix.alpha=1.0"))
+    assert "error" not in first, first.get("traceback")
+    second = train_run(str(DEMO), (*common, "algorithms.cutmix.alpha=0.5"))
+    assert "error" not in second, second.get("traceback")
+    assert second["batches"] == 2 and second["this_invocation"]["batches"] == 2  # trained, not resumed
+    assert (tmp_path / "ck.stale" / "ep0-ba2-rank0.pt").is_file()  # the old run kept aside
+    from cutmix_train.builder import recorded_recipe
+
+    assert recorded_recipe(folder / "ep0-ba2-rank0.pt") == to_yaml(
+        load_recipe(DEMO, [*common, "algorithms.cutmix.alpha=0.5"]))
+    third = train_run(str(DEMO), (*common, "algorithms.cutmix.alpha=0.5"))  # the same recipe: resumed
+    assert "error" not in third, third.get("traceback")  # complete already: reported, not refitted
+    assert third["batches"] == 2 and third["train_seconds"] == second["train_seconds"]  # nothing trained
+    assert third["eval_accuracy"] == second["eval_accuracy"]

@@ -154,6 +154,7 @@ def test_dry_run_builds_the_trainer_and_stops() -> None:
         (f"seed={2**32}", "seed"),
         ("data.shuffle_seed=-1", "data.shuffle_seed"),
         ("data.subset_seed=-1", "data.subset_seed"),
+        ("optimizer.momentum=0", "optimizer.nesterov"),  # the demo's nesterov needs momentum: torch raised
     ],
 )
 def test_values_that_cannot_train_are_one_line_errors_at_load_time(tmp_path: Path, override: str, key: str) -> None:
@@ -165,6 +166,31 @@ def test_values_that_cannot_train_are_one_line_errors_at_load_time(tmp_path: Pat
     assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
     assert result.output.startswith(f"Error: {key}: ") and result.output.count("\n") == 1
     assert "Traceback" not in result.output
+
+
+def _one_line_cli_error(args: list[str], key: str) -> str:
+    result = CliRunner().invoke(main, [str(RECIPES / "demo.yaml"), *args])
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
+    assert result.output.startswith(f"Error: {key}: ") and result.output.count("\n") == 1
+    return result.output
+
+
+def test_autoresume_with_no_checkpoint_kept_is_refused(tmp_path: Path) -> None:
+    """num_to_keep=0 deletes every checkpoint: each rerun would silently train from the start."""
+    args = [f"checkpoint.save_folder={tmp_path / 'ck'}", "checkpoint.autoresume=true", "checkpoint.num_to_keep=0"]
+    assert "nothing to resume" in _one_line_cli_error(args, "checkpoint.num_to_keep")
+    load_recipe(RECIPES / "demo.yaml", [*args[:2], "checkpoint.num_to_keep=1"])  # one kept is enough
+
+
+@pytest.mark.parametrize(("key", "below"), [("logging.file", "log.txt"), ("logging.tensorboard", ""),
+                                            ("logging.mlflow", "store")])
+def test_a_logging_path_through_a_file_is_named(tmp_path: Path, key: str, below: str) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    path = blocker / below if below else blocker
+    output = _one_line_cli_error([f"{key}={path}", "--dry-run"], key)
+    assert f"{blocker} is a file" in output
+    assert blocker.read_text() == "x"  # nothing written over it
 
 
 def test_largest_seed_and_zero_warmup_still_load() -> None:
