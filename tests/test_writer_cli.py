@@ -321,6 +321,32 @@ def test_mds_source_columns_from_flags(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "b" / "cutmix_manifest.json").read_text())
     assert manifest["num_classes"] == 4
     assert manifest["args"]["mds"] == {"image_column": "img", "label_column": "y", "num_classes": 4}
+    # verify loads the source with the recorded columns and class count, and recomputes every pixel
+    assert "recomputed from the source and equal" in ok("verify", tmp_path / "b", "--source", f"mds:{src}",
+                                                       "--no-progress").output
+    manifest["args"]["mds"]["num_classes"] = "4"  # an untrusted manifest's options are checked
+    (tmp_path / "b" / "cutmix_manifest.json").write_text(json.dumps(manifest))
+    assert "args.mds" in run("verify", tmp_path / "b", "--source", f"mds:{src}", "--no-progress").output
+
+
+def test_a_group_write_into_a_whole_dataset_is_refused_and_leaves_it_readable(tmp_path: Path) -> None:
+    """Only a merge's index (group-N/ shards) is removed by a group write, never a whole dataset's."""
+    out = tmp_path / "whole"
+    args = ("--source", "digits", "--split", "test", "--batch-size", 50, "--workers", 1, "--no-progress")
+    ok("write", "--out", out, *args)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = run("write", "--out", out, *args, "--num-groups", 2, "--group", 0)
+    failed(result, "without --num-groups")
+    assert "shard.00000.mds" in result.output and "Traceback" not in result.output
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not (out / "group-0").exists()
+    ok("verify", out, "--no-progress")
+    merged = tmp_path / "merged"  # a merge's root is still invalidated by a group's rewrite, as before
+    for group in (0, 1):
+        ok("write", "--out", merged, *args, "--num-groups", 2, "--group", group)
+    ok("merge", merged)
+    result = ok("write", "--out", merged, *args, "--num-groups", 2, "--group", 1, "--overwrite")
+    assert "removed the merged index.json" in result.output and not (merged / "index.json").exists()
 
 
 def test_empty_cifar_source_is_a_one_line_error(cifar_root: Path, tmp_path: Path) -> None:

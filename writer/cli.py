@@ -28,7 +28,13 @@ from writer.scratch import sweep_stale
 from writer.sources import SPLITS, ImageSet, SourceError, open_source, source_locations
 from writer.store import DEFAULT_TIMEOUT, Destination, DestinationError, check_out
 from writer.uri import join_uri
-from writer.verify import recorded_args, source_hint, trusted_recorded_source, verify_dataset
+from writer.verify import (
+    recorded_args,
+    recorded_mds_options,
+    source_hint,
+    trusted_recorded_source,
+    verify_dataset,
+)
 from writer.write import write_premixed
 
 __all__ = ["main"]
@@ -84,10 +90,17 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
-def _invalidate_merged_root(out: str, retry: int, timeout: float) -> bool:
-    """Remove OUT's merged index and manifest before a group of it changes; True if removed."""
+def _invalidate_merged_root(out: str, retry: int, timeout: float, *, check_only: bool = False) -> bool:
+    """Remove OUT's merged index and manifest before a group of it changes; True if removed.
+
+    ``check_only``: only refuse a root that holds a dataset written whole (before anything is
+    claimed or written), remove nothing.
+    """
     root = Destination(out, retry=retry, timeout=timeout)
     try:
+        if check_only:
+            root.refuse_whole_dataset()
+            return False
         return root.remove_merged()
     finally:
         root.close()
@@ -230,6 +243,8 @@ def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epo
         manifest = build_manifest(images, config, source_spec=source, split=split,
                                   image_size=image_size, group=group_info,
                                   mds_options=mds_options)
+        if group is not None:  # before the claim: a refusal leaves OUT exactly as it was
+            _invalidate_merged_root(out, retry, timeout, check_only=True)
         destination.claim()
         existing = destination.existing()  # again: what was there may have changed meanwhile
         if existing and not overwrite:
@@ -275,7 +290,8 @@ def verify(out: str, source: str | None, split: str | None, sample: float, progr
     spec = source or trusted_recorded_source(args)
     if spec is None and split is not None:
         raise click.UsageError("--split is only used with --source")
-    images = None if spec is None else _load(spec, split or args["split"], args["image_size"])
+    mds = recorded_mds_options(args) if spec is not None and spec.startswith("mds:") else {}
+    images = None if spec is None else _load(spec, split or args["split"], args["image_size"], **mds)
     report = verify_dataset(out, images, sample, progress=progress)
     checked = f"{report.samples_checked} of {report.samples_total} samples"
     if report.recomputed:

@@ -566,6 +566,26 @@ class Destination:
                         os.remove(os.path.join(self.uri, name))
         self.published = []
 
+    def refuse_whole_dataset(self) -> None:
+        """Refuse a root whose ``index.json`` lists shards of its own: a dataset written whole.
+
+        A merge's index lists only its groups' shards (``group-N/shard.…``); a group write into
+        a root that holds a whole dataset would otherwise delete that dataset's index.
+
+        Raises:
+            DestinationError: naming the root and a shard its index lists at the root.
+        """
+        index = _parse(self._read(INDEX_NAME) or b"")
+        shards = index.get("shards") if index is not None else None
+        for shard in shards if isinstance(shards, list) else []:
+            raw = shard.get("raw_data") if isinstance(shard, dict) else None
+            name = raw.get("basename") if isinstance(raw, dict) else None
+            if isinstance(name, str) and "/" not in name:
+                raise DestinationError(
+                    f"{self.uri} holds a dataset written without --num-groups (its {INDEX_NAME} "
+                    f"lists {name} at the root), not a merge of groups; a group write there would "
+                    "delete its index: write the groups into another OUT, or remove it first")
+
     def remove_merged(self) -> bool:
         """Delete a merged dataset's ``index.json``, then its cutmix manifest, at this root.
 
@@ -580,6 +600,7 @@ class Destination:
         """
         if not self._ours([MANIFEST_NAME]):
             return False  # no merge wrote here (or not ours to delete)
+        self.refuse_whole_dataset()
         names = [n for n in (INDEX_NAME, MANIFEST_NAME) if self._read(n) is not None]
         if not self.remote:
             for name in names:

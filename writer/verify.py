@@ -123,6 +123,32 @@ def recorded_args(out: str) -> dict:
     return args
 
 
+_MDS_OPTIONS = ("image_column", "label_column", "num_classes")
+
+
+def recorded_mds_options(args: dict) -> dict:
+    """The ``mds:`` loader options a write recorded (``args.mds``: the columns, ``num_classes``), or {}.
+
+    Verify recomputes with them, so an ``mds:`` source written with ``--image-column``,
+    ``--label-column`` or ``--num-classes`` is loaded as it was written.
+
+    Raises:
+        VerifyError: if ``args.mds`` is not what ``cutmix-writer write`` records.
+    """
+    options = args.get("mds")
+    if options is None:
+        return {}
+    classes = options.get("num_classes") if isinstance(options, dict) else None
+    if not (
+        isinstance(options, dict)
+        and set(options) <= set(_MDS_OPTIONS)
+        and all(isinstance(options.get(key, "column"), str) for key in _MDS_OPTIONS[:2])
+        and (classes is None or (isinstance(classes, int) and not isinstance(classes, bool) and classes >= 1))
+    ):
+        raise VerifyError(f"{MANIFEST_NAME}: args.mds is not what cutmix-writer records, got {options!r}")
+    return dict(options)
+
+
 def trusted_recorded_source(args: dict) -> str | None:
     """The recorded ``--source`` if verify may load it unasked (it names no path), else ``None``."""
     return args["source"] if args["source"] in _PATHLESS_SOURCES else None
