@@ -291,7 +291,9 @@ def verify(out: str, source: str | None, split: str | None, sample: float, progr
     if spec is None and split is not None:
         raise click.UsageError("--split is only used with --source")
     mds = recorded_mds_options(args) if spec is not None and spec.startswith("mds:") else {}
-    images = None if spec is None else _load(spec, split or args["split"], args["image_size"], **mds)
+    # --image-size only ever resized image folders (older writes recorded it for other sources too)
+    size = args["image_size"] if spec is not None and spec.startswith("imagefolder:") else None
+    images = None if spec is None else _load(spec, split or args["split"], size, **mds)
     report = verify_dataset(out, images, sample, progress=progress)
     checked = f"{report.samples_checked} of {report.samples_total} samples"
     if report.recomputed:

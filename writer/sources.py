@@ -9,7 +9,9 @@ number the writer records as ``index_a``/``index_b`` and ``verify`` looks images
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ import numpy as np
 
 from writer.errors import WriterError
 from writer.sharedmem import shared_empty
-from writer.uri import INDEX_NAME, is_remote
+from writer.uri import INDEX_NAME, is_remote, join_uri
 
 __all__ = [
     "SPLITS",
@@ -285,8 +287,55 @@ def _fit_square(image: object, size: int) -> object:
     return image.crop((left, top, left + size, top + size))  # type: ignore[attr-defined]
 
 
+def _check_pixel_limit(size: tuple[int, int], where: str) -> None:
+    # PIL itself raises DecompressionBombError only above twice Image.MAX_IMAGE_PIXELS (between
+    # one and two times it merely warns); the writer refuses anything over the limit itself. The
+    # size comes from the header: nothing has been decoded yet.
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = size
+    if limit is not None and width * height > limit:
+        raise SourceError(
+            f"{where} is {width}x{height} = {width * height:,} pixels, over PIL's size limit "
+            f"(Image.MAX_IMAGE_PIXELS = {limit:,}); expected at most {limit:,} pixels"
+        )
+
+
+def _is_hidden(path: Path) -> bool:
+    return path.name.startswith(".")
+
+
+def _class_folders(root: Path) -> list[str]:
+    # Hidden folders (.ipynb_checkpoints, .git, …) are not classes.
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not _is_hidden(p))
+
+
+def _check_image_mode(mode: str, path: Path) -> None:
+    # The file's pixels must be 8-bit channels (or 1-bit), which convert("RGB") keeps as they
+    # are: it saturates 16-bit and 32-bit integers (I;16, I: all 255) and float pixels (F:
+    # [0, 1] all black) instead of scaling them. The mode is read from the header.
+    from PIL import ImageMode
+
+    try:
+        eight_bit = mode == "1" or ImageMode.getmode(mode).typestr == "|u1"
+    except KeyError:
+        eight_bit = False
+    if not eight_bit:
+        raise SourceError(
+            f"image {path} is a PIL image of mode {mode!r}; expected 8-bit "
+            f"{', '.join(_PIL_AS_IS)}, P or another 8-bit mode, converted to RGB (nothing is "
+            "scaled or clipped to 8 bits; convert it to 8-bit yourself)"
+        )
+
+
 def load_imagefolder(root: str | Path, image_size: int | None = None) -> ImageSet:
     """Load ``root/<class>/<image>`` files: classes and files in sorted order, converted to RGB.
+
+    Hidden folders and files (names starting with ``.``) are skipped; every other folder is a
+    class and must hold at least one image file. Images must have 8-bit channels (``L``,
+    ``RGB``, ``RGBA``, ``P``, ``CMYK``, … or 1-bit) and at most ``PIL.Image.MAX_IMAGE_PIXELS``
+    pixels (when that is not ``None``), both checked from the header before decoding.
 
     Args:
         root: a folder with one sub-folder per class.
@@ -297,7 +346,8 @@ def load_imagefolder(root: str | Path, image_size: int | None = None) -> ImageSe
         ImageSet: the images in (class, file name) order.
 
     Raises:
-        SourceError: if ``root`` is missing, holds no images, a file cannot be decoded, or sizes
+        SourceError: if ``root`` is missing, holds no images, a class folder holds no image
+            file, a file cannot be decoded, is not 8-bit, is over PIL's size limit, or sizes
             differ without ``image_size``.
     """
     from PIL import Image
@@ -305,22 +355,36 @@ def load_imagefolder(root: str | Path, image_size: int | None = None) -> ImageSe
     root = Path(root)
     if not root.is_dir():
         raise SourceError(f"image folder not found: {root} is not a directory")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    classes = _class_folders(root)
     images, labels = [], []
     for label, name in enumerate(classes):
         files = sorted(
-            p for p in (root / name).iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES
+            p for p in (root / name).iterdir()
+            if p.is_file() and not _is_hidden(p) and p.suffix.lower() in _IMAGE_SUFFIXES
         )
+        if not files:
+            raise SourceError(
+                f"class folder {root / name} holds no image file; expected at least one "
+                f"{'/'.join(sorted(_IMAGE_SUFFIXES))} file in every class folder (an empty one "
+                "would be a class no image has); remove the folder or add its images"
+            )
         for path in files:
             try:
-                with Image.open(path) as im:
+                with warnings.catch_warnings():
+                    # Over the limit is refused below, with the file's name.
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    im = Image.open(path)
+                with im:
+                    _check_pixel_limit(im.size, f"image {path}")
+                    _check_image_mode(im.mode, path)
                     im = im.convert("RGB")
                     if image_size is not None:
                         im = _fit_square(im, image_size)
                     array = np.asarray(im, dtype=np.uint8)
-            except Image.DecompressionBombError as e:
+            except Image.DecompressionBombError as e:  # over twice the limit: Image.open's own
                 raise SourceError(
-                    f"image {path} is over PIL's size limit (Image.MAX_IMAGE_PIXELS): {e}"
+                    f"image {path} is over PIL's size limit (Image.MAX_IMAGE_PIXELS = "
+                    f"{Image.MAX_IMAGE_PIXELS:,}): {e}"
                 ) from None
             except OSError as e:
                 raise SourceError(f"cannot decode image {path}: {e}") from None
@@ -381,6 +445,7 @@ def _mds_image(value: object, where: str) -> np.ndarray:
     from PIL import Image
 
     if isinstance(value, Image.Image):
+        _check_pixel_limit(value.size, where)  # png/jpeg are decoded lazily: not yet decoded
         if value.mode in _PIL_TO_RGB:
             value = value.convert("RGB")
         elif value.mode not in _PIL_AS_IS:
@@ -443,6 +508,7 @@ def load_mds(
     """
     import tempfile
 
+    from PIL import Image
     from streaming import StreamingDataset
     from streaming.base.util import clean_stale_shared_memory
 
@@ -467,7 +533,16 @@ def load_mds(
                                                  strict=True)), image_key, label_key)
             images, labels = [], []
             for i in range(dataset.num_samples):
-                sample = dataset.get_item(i)
+                try:
+                    with warnings.catch_warnings():
+                        # Over the limit is refused by _mds_image, naming the sample.
+                        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                        sample = dataset.get_item(i)
+                except Image.DecompressionBombError as e:  # over twice it: PIL's own error
+                    raise SourceError(
+                        f"MDS dataset {uri}: sample {i}'s {image_key!r} is over PIL's size "
+                        f"limit (Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,}): {e}"
+                    ) from None
                 images.append(_mds_image(sample[image_key], f"MDS dataset {uri}: sample {i}'s "
                                          f"{image_key!r}"))
                 labels.append(_mds_label(sample[label_key], f"MDS dataset {uri}: sample {i}'s "
@@ -512,7 +587,7 @@ def _imagefolder_root(root: Path, split: str) -> Path:
             f"{split}/; expected {root}/{split}/<class>/<image file>"
         )
     if split != "train":
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        classes = _class_folders(root)
         found = ", ".join(classes[:5]) + (", …" if len(classes) > 5 else "")
         raise SourceError(
             f"imagefolder:{root} holds class folders ({found or 'none'}) without train/ and "
@@ -520,6 +595,47 @@ def _imagefolder_root(root: Path, split: str) -> Path:
             f"{root}/{split}/<class>/<image file>"
         )
     return root
+
+
+# What a remote store's "no such object" looks like: streaming's S3 code lets botocore's
+# ClientError through with one of these codes (403 too, which S3 answers for a missing key when
+# the caller may not list the bucket), GCS, Azure Data Lake and SFTP raise FileNotFoundError,
+# others an HTTP error with status 404 or a *NotFound* exception.
+_NOT_FOUND_CODES = {"403", "404", "NoSuchKey"}
+
+
+def _not_found(error: Exception) -> bool:
+    if isinstance(error, FileNotFoundError):
+        return True
+    response = getattr(error, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    status = getattr(error, "status", None) or getattr(error, "status_code", None)
+    if status is None and response is not None and not isinstance(response, dict):
+        status = getattr(response, "status_code", None)
+    return (code in _NOT_FOUND_CODES or status == 404
+            or type(error).__name__.endswith(("NotFound", "NotFoundError")))
+
+
+def _remote_index_exists(uri: str, split: str) -> bool:
+    # Whether URI/<split>/index.json exists, read through streaming's downloader as load_mds
+    # reads the dataset. Only a "not found" answer means absent (URI itself is then read); any
+    # other failure is an error, not a silent fall back to the root dataset.
+    import tempfile
+
+    from streaming.base.storage.download import CloudDownloader
+
+    location = join_uri(uri, split, INDEX_NAME)
+    with tempfile.TemporaryDirectory(prefix="cutmix-mds-split-") as scratch:
+        try:
+            CloudDownloader.direct_download(location, os.path.join(scratch, INDEX_NAME), 60)
+        except Exception as e:
+            if _not_found(e):
+                return False
+            raise SourceError(
+                f"mds:{uri} --split {split}: cannot tell whether {location} exists: {e}; expected "
+                f"it readable (then {join_uri(uri, split)} is read) or absent (then {uri} is)"
+            ) from None
+    return True
 
 
 def source_locations(spec: str, split: str) -> list[str]:
@@ -550,9 +666,9 @@ def open_source(
     Args:
         spec: ``cifar10:DIR``, ``imagefolder:DIR`` (``DIR/<split>`` if ``DIR`` has split
             folders; a flat ``DIR/<class>`` is train only), ``mds:URI`` (``URI/<split>`` if it
-            exists, else ``URI``) or ``digits``.
+            holds an ``index.json``, locally or in a bucket, else ``URI``) or ``digits``.
         split: ``"train"`` or ``"test"``.
-        image_size: resize/crop size for image folders.
+        image_size: ``imagefolder:`` only, the resize/crop size.
         image_column: ``mds:`` only, the column holding images.
         label_column: ``mds:`` only, the column holding int labels.
         num_classes: ``mds:`` only, the number of classes (default: the largest label + 1).
@@ -569,6 +685,9 @@ def open_source(
     if mds_options and scheme != "mds":
         raise SourceError("--image-column, --label-column and --num-classes apply to mds: "
                           f"sources only; got {spec!r}")
+    if image_size is not None and scheme != "imagefolder":
+        raise SourceError(f"--image-size applies to imagefolder: sources only (it resizes image "
+                          f"files; other sources keep their size); got {spec!r}")
     if scheme == "digits" and not rest:
         return load_digits(split)
     if not sep or not rest or scheme not in ("cifar10", "imagefolder", "mds"):
@@ -578,7 +697,8 @@ def open_source(
     if scheme == "imagefolder":
         return load_imagefolder(_imagefolder_root(Path(rest), split), image_size)
     options = {"image_key": image_column, "label_key": label_column, "num_classes": num_classes}
-    if "://" not in rest:
+    if is_remote(rest):
+        has_split = _remote_index_exists(rest, split)
+    else:
         has_split = (Path(rest) / split / INDEX_NAME).is_file()
-        return load_mds(rest, split if has_split else None, **options)  # type: ignore[arg-type]
-    return load_mds(rest, None, **options)  # type: ignore[arg-type]
+    return load_mds(rest, split if has_split else None, **options)  # type: ignore[arg-type]
