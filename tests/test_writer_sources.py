@@ -128,6 +128,31 @@ def test_load_mds_reads_ndarray_and_png_columns(tmp_path: Path, cifar_root: Path
         np.testing.assert_array_equal(loaded.labels, source.labels)
 
 
+def test_load_mds_reads_a_jpeg_array_of_one_image_per_sample_and_refuses_more(tmp_path: Path) -> None:
+    """streaming decodes jpeg_array to a list of images: one is an image, two are not one sample's."""
+    import io
+
+    from streaming import MDSWriter
+
+    def jpeg(value: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(buffer, format="JPEG", quality=100)
+        return buffer.getvalue()
+
+    for count in (1, 2):
+        out = tmp_path / f"ja{count}"
+        with MDSWriter(out=str(out), columns={"image": "jpeg_array", "label": "int"}) as writer:
+            for i in range(4):
+                writer.write({"image": [jpeg(40 * i)] * count, "label": i % 2})
+        if count == 1:
+            loaded = load_mds(str(out))
+            assert loaded.images.shape == (4, 8, 8, 3) and loaded.labels.tolist() == [0, 1, 0, 1]
+            assert [int(round(float(im.mean()))) for im in loaded.images] == [0, 40, 80, 120]
+        else:
+            with pytest.raises(SourceError, match="holds 2 images.*expected one image per sample"):
+                load_mds(str(out))
+
+
 def test_open_source_parses_specs(cifar_root: Path) -> None:
     assert len(open_source(f"cifar10:{cifar_root}", "test")) == 20
     assert len(open_source("digits", "test")) == 360

@@ -444,6 +444,11 @@ def _check_mds_columns(uri: str, encodings: dict[str, str], image_key: str, labe
 def _mds_image(value: object, where: str) -> np.ndarray:
     from PIL import Image
 
+    if isinstance(value, list):  # jpeg_array: streaming decodes a list of images per sample
+        if len(value) != 1:
+            raise SourceError(f"{where} holds {len(value)} images (a jpeg_array); expected one "
+                              "image per sample")
+        value = value[0]
     if isinstance(value, Image.Image):
         _check_pixel_limit(value.size, where)  # png/jpeg are decoded lazily: not yet decoded
         if value.mode in _PIL_TO_RGB:
