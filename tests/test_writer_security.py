@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import shutil
 from pathlib import Path
 
 import pytest
+from conftest import write_cifar10
 from streaming.base.hashing import get_hash
 from streaming.base.util import clean_stale_shared_memory
 from test_writer_cli import failed, ok, run, write
 
 from writer import PremixedDataset
-from writer.integrity import DatasetError, check_layout
+from writer.integrity import DatasetError, check_index, check_layout
 from writer.merge import MergeError, merge_groups
 from writer.uri import UnsafeNameError, check_member, member_path
 
@@ -193,3 +196,74 @@ def test_merge_refuses_a_group_whose_index_climbs_out(cifar_root: Path, tmp_path
     with pytest.raises(MergeError, match="group-1.*not a plain file name"):
         merge_groups(str(out))
     assert not (out / "index.json").exists()
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real dataset, written once; each test below tampers with its own copy."""
+    root = write_cifar10(tmp_path_factory.mktemp("cifar"))
+    out = tmp_path_factory.mktemp("written") / "out"
+    write(root, out)
+    return out
+
+
+def _refused_everywhere(out: Path, tmp_path: Path, says: str) -> None:
+    """verify, preview and PremixedDataset each refuse ``out`` in one line naming shard 0 and
+    saying ``says``."""
+    for result in (run("verify", out, "--no-progress"),
+                   run("preview", out, "--out", tmp_path / "grid.png")):
+        failed(result, says)
+        assert "index.json shard 0" in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "grid.png").exists()
+    clean_stale_shared_memory()
+    with pytest.raises(DatasetError, match=r"index\.json shard 0.*" + re.escape(says)):
+        PremixedDataset(local=str(out), batch_size=4)
+
+
+# Every key streaming's MDSReader.from_json reads or passes to MDSReader.__init__ (format
+# aside: an entry without it is no MDS entry at all).
+@pytest.mark.parametrize("key", ["column_encodings", "column_names", "column_sizes", "compression",
+                                 "hashes", "raw_data", "samples", "size_limit", "version", "zip_data"])
+def test_an_index_entry_missing_a_key_the_mds_reader_needs_is_one_line(
+        written: Path, tmp_path: Path, key: str) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(written, out)
+    _edit_json(out / "index.json", lambda index: index["shards"][0].pop(key))
+    _refused_everywhere(out, tmp_path, f"has no {key!r}, a key streaming's MDS reader needs")
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    (lambda s: s.update(column_sizes=None), "column_sizes must be a list of 7"),
+    (lambda s: s.update(column_sizes=s["column_sizes"][:3]), "column_sizes must be a list of 7"),
+    (lambda s: s["column_sizes"].__setitem__(0, True), "column_sizes of column 'box' must be"),
+    (lambda s: s["column_sizes"].__setitem__(0, "16"), "column_sizes of column 'box' must be"),
+    (lambda s: s["column_sizes"].__setitem__(0, -16), "column_sizes of column 'box' must be"),
+    (lambda s: s["column_sizes"].__setitem__(2, 3000), "column_sizes of column image is 3000"),
+    (lambda s: s.update(column_sizes=[None] * 7), "column_sizes of column box is None"),
+    (lambda s: s["column_names"].__setitem__(0, ["box"]), "column_names must be a non-empty list"),
+    (lambda s: s["column_names"].__setitem__(1, "box"), "the names distinct"),
+    (lambda s: s.update(column_encodings="int32"), "column_encodings must be a non-empty list"),
+    (lambda s: s.update(size_limit="64mb"), "size_limit must be a non-negative integer or null"),
+    (lambda s: s.update(size_limit=-1), "size_limit must be a non-negative integer or null"),
+    (lambda s: s.update(version=3), "version must be 2"),
+    (lambda s: s.update(version="2"), "version must be 2"),
+    (lambda s: s.update(hashes="sha1"), "hashes must be a list of hash names"),
+    (lambda s: s.update(hashes=[1]), "hashes must be a list of hash names"),
+    (lambda s: s.update(compression=5), "compression must be a string or null"),
+    (lambda s: s.update(extra=1), "has an unknown key 'extra'"),
+    (lambda s: s["raw_data"].update(extra=1), "raw_data has an unknown key 'extra'"),
+    (lambda s: s["raw_data"].pop("hashes"), "raw_data has no 'hashes'"),
+    (lambda s: s["raw_data"].update(hashes={"sha1": 5}), "raw_data.hashes must be an object"),
+])
+def test_an_index_entry_of_the_wrong_type_is_one_line(written: Path, tmp_path: Path, edit,
+                                                      says: str) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    shutil.copytree(written, out)
+    _edit_json(out / "index.json", lambda index: edit(index["shards"][0]))
+    _refused_everywhere(out, tmp_path, says)
+
+
+def test_the_written_index_passes_the_entry_checks(written: Path) -> None:
+    index = json.loads((written / "index.json").read_text())
+    assert check_index(index) == index["shards"]

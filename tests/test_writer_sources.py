@@ -153,6 +153,25 @@ def test_load_mds_reads_a_jpeg_array_of_one_image_per_sample_and_refuses_more(tm
                 load_mds(str(out))
 
 
+def test_reading_an_mds_source_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    """load_mds releases streaming's shared memory; it kept every block until the process exited."""
+    import gc
+    import os
+
+    from streaming import MDSWriter
+
+    out = tmp_path / "src"
+    with MDSWriter(out=str(out), columns={"image": "ndarray:uint8", "label": "int"}) as writer:
+        for i in range(4):
+            writer.write({"image": np.full((8, 8, 3), i, np.uint8), "label": i % 2})
+    counts = []
+    for _ in range(4):
+        load_mds(str(out))
+        gc.collect()
+        counts.append(len(os.listdir("/proc/self/fd")))
+    assert counts[-1] <= counts[1], counts  # each read used to leave ~100 more open than the last
+
+
 def test_open_source_parses_specs(cifar_root: Path) -> None:
     assert len(open_source(f"cifar10:{cifar_root}", "test")) == 20
     assert len(open_source("digits", "test")) == 360

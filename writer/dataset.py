@@ -36,7 +36,7 @@ from writer.integrity import Layout, check_layout, check_merged_groups, distribu
 from writer.manifest import INDEX_NAME, MANIFEST_NAME, read_manifest
 from writer.uri import fetch, is_remote, join_uri, member_path
 
-__all__ = ["CorruptShardError", "PremixedDataset", "PremixedLoader", "read_manifest"]
+__all__ = ["CorruptShardError", "PremixedDataset", "PremixedLoader", "read_manifest", "release_shared_memory"]
 
 class CorruptShardError(WriterError, ValueError):
     """A shard of a pre-mixed dataset does not hold what its index says (truncated, altered)."""
@@ -450,10 +450,7 @@ class PremixedDataset(StreamingDataset):
         self._closed = True
         if os.getpid() != self._owner:
             return
-        super().__del__()  # streaming's own release: marks its local folders free
-        for block in _shared_blocks(self):
-            atexit.unregister(block.cleanup)
-            block.cleanup()
+        release_shared_memory(self)
 
     def __enter__(self) -> PremixedDataset:
         return self
@@ -689,6 +686,18 @@ class PremixedDataset(StreamingDataset):
         if getattr(self, "_event", None) is not None and self._event.is_set():
             raise RuntimeError(f"streaming's download thread failed while reading {self._where}; "
                                "see the error above")
+
+
+def release_shared_memory(dataset: StreamingDataset) -> None:
+    """Release the shared memory streaming opened for ``dataset`` now, not at interpreter exit.
+
+    See :meth:`PremixedDataset.close`; the writer's ``mds:`` source loader calls it on the
+    StreamingDataset it reads a source through. ``dataset`` is unusable afterwards.
+    """
+    StreamingDataset.__del__(dataset)  # streaming's own release: marks its local folders free
+    for block in _shared_blocks(dataset):
+        atexit.unregister(block.cleanup)
+        block.cleanup()
 
 
 def _shared_blocks(dataset: StreamingDataset) -> list[SharedMemory]:

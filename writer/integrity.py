@@ -89,8 +89,78 @@ def _get(mapping: object, key: str, what: str) -> object:
     return mapping[key]
 
 
+# The keys of one index entry, exactly: streaming's ``MDSReader.from_json`` reads ``version``,
+# ``format``, ``raw_data`` and ``zip_data`` itself and passes every other key to
+# ``MDSReader.__init__`` as a keyword, so a key missing or added is a TypeError deep inside
+# streaming. ``raw_data`` and ``zip_data`` become ``FileInfo(**info)``, whose fields are fixed too.
+_SHARD_KEYS = ("column_encodings", "column_names", "column_sizes", "compression", "format",
+               "hashes", "raw_data", "samples", "size_limit", "version", "zip_data")
+_FILE_KEYS = ("basename", "bytes", "hashes")
+
+
+def _brief(value: object) -> str:
+    """``repr(value)`` cut to a line, safe to print (an index may hold a huge or escaped value)."""
+    text = repr(value)
+    return shown(text if len(text) <= 60 else text[:57] + "...")
+
+
+def _is_count(value: object) -> bool:
+    """A JSON integer >= 0 (``true`` is not one, though Python's bool is an int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _keys(entry: dict, expected: tuple[str, ...], what: str, reader: str) -> None:
+    """Refuse ``entry`` unless its keys are exactly ``expected`` (what ``reader`` accepts)."""
+    missing = [key for key in expected if key not in entry]
+    if missing:
+        raise DatasetError(f"{what} has no {missing[0]!r}, a key {reader} needs")
+    extra = sorted(_brief(key) for key in entry if key not in expected)
+    if extra:
+        raise DatasetError(f"{what} has an unknown key {extra[0]}: {reader} takes only "
+                           f"{', '.join(expected)}")
+
+
+def _check_file(info: object, what: str) -> str:
+    """Check a ``raw_data``/``zip_data`` object; return its (plain) basename."""
+    if not isinstance(info, dict):
+        raise DatasetError(f"{what} must be an object")
+    _keys(info, _FILE_KEYS, what, "streaming's FileInfo")
+    try:
+        name = check_member(info["basename"], f"{what}.basename")
+    except UnsafeNameError as e:
+        raise DatasetError(str(e)) from None
+    if not _is_count(info["bytes"]):
+        raise DatasetError(f"{what}.bytes must be a non-negative integer, got "
+                           f"{_brief(info['bytes'])}")
+    hashes = info["hashes"]
+    if not (isinstance(hashes, dict) and all(isinstance(v, str) for v in hashes.values())):
+        raise DatasetError(f"{what}.hashes must be an object of hash names to digests (strings)")
+    return name
+
+
+def _check_columns(shard: dict, what: str) -> None:
+    """Check ``column_names``, ``column_encodings`` and ``column_sizes``: equal-length lists."""
+    names, encodings, sizes = shard["column_names"], shard["column_encodings"], shard["column_sizes"]
+    for key, column in (("column_names", names), ("column_encodings", encodings)):
+        if not (isinstance(column, list) and column and all(isinstance(c, str) for c in column)):
+            raise DatasetError(f"{what}: {key} must be a non-empty list of strings")
+    if len(names) != len(encodings) or len(set(names)) != len(names):
+        raise DatasetError(f"{what}: column_names and column_encodings must be equal-length "
+                           "lists, the names distinct")
+    if not (isinstance(sizes, list) and len(sizes) == len(names)):
+        raise DatasetError(f"{what}: column_sizes must be a list of {len(names)} sizes, one per "
+                           "column in column_names")
+    for name, size in zip(names, sizes, strict=True):
+        if size is not None and not _is_count(size):
+            raise DatasetError(f"{what}: column_sizes of column {_brief(name)} must be a "
+                               f"non-negative integer or null, got {_brief(size)}")
+
+
 def check_index(index: object) -> list[dict]:
     """Check an ``index.json``'s structure and every file name in it; return its shard list.
+
+    Each shard entry must be what streaming's MDS reader takes (``reader_from_json``): exactly
+    its keys, each of the type it expects, so no reader built from a checked entry fails.
 
     Raises:
         DatasetError: naming the first bad entry.
@@ -105,34 +175,38 @@ def check_index(index: object) -> list[dict]:
         what = f"{INDEX_NAME} shard {i}"
         if not isinstance(shard, dict) or shard.get("format") != "mds":
             raise DatasetError(f"{what} is not an MDS shard entry")
-        raw, zipped = shard.get("raw_data"), shard.get("zip_data")
-        for part, info in (("raw_data", raw), ("zip_data", zipped)):
+        _keys(shard, _SHARD_KEYS, what, "streaming's MDS reader")
+        version = shard["version"]
+        if isinstance(version, bool) or version != 2 or not isinstance(version, int):
+            raise DatasetError(f"{what}: version must be 2 (streaming's MDS shard), got "
+                               f"{_brief(version)}")
+        for part in ("raw_data", "zip_data"):
+            info = shard[part]
             if info is None and part == "zip_data":
                 continue
-            if not isinstance(info, dict):
-                raise DatasetError(f"{what}: {part} must be an object")
-            try:
-                name = check_member(info.get("basename"), f"{what} {part}.basename")
-            except UnsafeNameError as e:
-                raise DatasetError(str(e)) from None
+            name = _check_file(info, f"{what} {part}")
             if name in seen:
                 raise DatasetError(f"{what} {part}.basename {name!r} is listed twice")
             seen.add(name)
-            size = info.get("bytes")
-            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise DatasetError(f"{what} {part}.bytes must be a non-negative integer")
-            if not isinstance(info.get("hashes"), dict):
-                raise DatasetError(f"{what} {part}.hashes must be an object")
-        samples = shard.get("samples")
+        raw = shard["raw_data"]
+        samples = shard["samples"]
         # Each sample costs at least its 4-byte offset, so a count the file cannot hold is a lie
         # (and would make a reader allocate for it).
         if (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1
                 or 4 * (samples + 2) > raw["bytes"]):
             raise DatasetError(f"{what}: samples must be a positive count its "
-                               f"{raw['bytes']} bytes can hold, got {shown(repr(samples))}")
-        names, encodings = shard.get("column_names"), shard.get("column_encodings")
-        if not (isinstance(names, list) and isinstance(encodings, list) and len(names) == len(encodings)):
-            raise DatasetError(f"{what}: column_names and column_encodings must be equal-length lists")
+                               f"{raw['bytes']} bytes can hold, got {_brief(samples)}")
+        _check_columns(shard, what)
+        if shard["compression"] is not None and not isinstance(shard["compression"], str):
+            raise DatasetError(f"{what}: compression must be a string or null, got "
+                               f"{_brief(shard['compression'])}")
+        hashes = shard["hashes"]
+        if not (isinstance(hashes, list) and all(isinstance(h, str) for h in hashes)):
+            raise DatasetError(f"{what}: hashes must be a list of hash names (strings), got "
+                               f"{_brief(hashes)}")
+        if shard["size_limit"] is not None and not _is_count(shard["size_limit"]):
+            raise DatasetError(f"{what}: size_limit must be a non-negative integer or null, got "
+                               f"{_brief(shard['size_limit'])}")
     return shards
 
 
@@ -211,9 +285,18 @@ def check_layout(manifest: object, index: object) -> Layout:
                            f"source.image_shape {shape} and {len(names)} classes")
     share = _group(manifest, schedule)
     offset, expected = share if share is not None else (0, schedule.total_samples)
+    if shards:
+        # Here, not at the top: streaming's package import pulls in transformers.
+        from streaming.base.format.mds.encodings import get_mds_encoded_size
+
+        sizes = {name: get_mds_encoded_size(enc) for name, enc in columns.items()}
     for i, shard in enumerate(shards):
         if dict(zip(shard["column_names"], shard["column_encodings"], strict=True)) != columns:
             raise DatasetError(f"{INDEX_NAME} shard {i}: its columns are not the manifest's")
+        for name, size in zip(shard["column_names"], shard["column_sizes"], strict=True):
+            if size != sizes[name]:
+                raise DatasetError(f"{INDEX_NAME} shard {i}: column_sizes of column {name} is "
+                                   f"{size}, its encoding {columns[name]} has size {sizes[name]}")
         if shard.get("compression") != compression or (shard["zip_data"] is None) != (compression is None):
             raise DatasetError(f"{INDEX_NAME} shard {i}: compression is not the manifest's "
                                f"{compression}")

@@ -13,13 +13,14 @@ from writer.errors import WriterError
 from writer.integrity import DatasetError, check_layout, strip_group
 from writer.manifest import INDEX_NAME, MANIFEST_NAME, manifest_bytes
 from writer.store import Destination, DestinationError
-from writer.uri import join_uri, read_json
+from writer.uri import UnsafeNameError, is_remote, join_uri, read_json
 
 __all__ = ["MergeError", "group_name", "merge_groups"]
 
 
 class MergeError(WriterError):
-    """The groups under OUT cannot be joined: one is missing, unfinished or from other arguments."""
+    """The groups under OUT cannot be joined: OUT or a group is no folder (or its manifest or index
+    no file), or a group is missing, unfinished or from other arguments."""
 
 
 def group_name(index: int) -> str:
@@ -29,6 +30,24 @@ def group_name(index: int) -> str:
 
 def _without_group(manifest: dict) -> dict:
     return {k: v for k, v in manifest.items() if k != "group"}
+
+
+def _check_local_group(out: str, name: str) -> None:
+    """Refuse a local ``OUT/name`` that is not a folder, or whose manifest or index is no file.
+
+    Absent ones are left to the caller, which reports a missing group.
+    """
+    if is_remote(out):
+        return
+    folder = os.path.join(out, name)
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise MergeError(f"{folder} is not a folder: a group must be a folder holding a "
+                         f"sub-dataset written with --group {name.removeprefix('group-')}")
+    for member in (MANIFEST_NAME, INDEX_NAME):
+        path = os.path.join(folder, member)
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise MergeError(f"{path} is not a file: a group's {member} must be a file "
+                             "(the JSON its write published)")
 
 
 def merge_groups(out: str, retry: int = 2) -> int:
@@ -52,20 +71,28 @@ def merge_groups(out: str, retry: int = 2) -> int:
     """
     from streaming.base.util import merge_index
 
+    if not is_remote(out) and os.path.exists(out) and not os.path.isdir(out):
+        raise MergeError(f"{out} is not a folder: merge expects a folder holding the group-N "
+                         "sub-datasets (group-0, group-1, ...) of a --num-groups write")
     with tempfile.TemporaryDirectory(prefix="cutmix-merge-") as scratch:
         manifests = []
         count = None
         index = 0
         while count is None or index < count:
             name = group_name(index)
+            _check_local_group(out, name)
             try:
                 manifest = read_json(out, f"{name}/{MANIFEST_NAME}", scratch)
                 group_index = read_json(out, f"{name}/{INDEX_NAME}", scratch)
+            except UnsafeNameError as e:  # a group folder or member linking outside OUT
+                raise MergeError(f"group {index}: {e}") from None
             except (FileNotFoundError, ValueError):  # ValueError: not JSON, or not an object
                 raise MergeError(
                     f"group {index} is missing or unfinished: no {name}/{INDEX_NAME} with its "
                     f"{MANIFEST_NAME} under {out}; write it with --group {index}"
                 ) from None
+            except OSError as e:  # unreadable (permissions, I/O): not a missing group
+                raise MergeError(f"cannot read group {index} under {out}: {e}") from None
             try:  # a group is read like any dataset: names, counts and columns checked
                 check_layout(manifest, group_index)
             except DatasetError as e:

@@ -523,6 +523,7 @@ def load_mds(
     if class_names is not None and num_classes is not None and len(class_names) != num_classes:
         raise SourceError(f"{len(class_names)} class names for {num_classes} classes")
     clean_stale_shared_memory()
+    dataset = None
     with tempfile.TemporaryDirectory(prefix="cutmix-mds-src-") as cache:
         try:
             dataset = StreamingDataset(
@@ -556,6 +557,11 @@ def load_mds(
             raise
         except Exception as e:
             raise SourceError(f"cannot read MDS dataset {uri}: {e}") from None
+        finally:
+            if dataset is not None:  # its shared memory would stay open until the process exits
+                from writer.dataset import release_shared_memory
+
+                release_shared_memory(dataset)
     if not images:
         raise SourceError(f"MDS dataset {uri} holds no samples")
     if len({im.shape for im in images}) != 1:
