@@ -192,6 +192,34 @@ def test_a_nan_label_stops_reading_with_the_shard_named(dataset: Path, tmp_path:
         list(DataLoader(_open(tmp_path / "nan", batch_size=8), batch_size=8))
 
 
+def test_a_shard_short_of_a_row_is_named_as_corrupt_whatever_the_epoch_size(cifar_root: Path,
+                                                                             tmp_path: Path) -> None:
+    """The shard named is the sample's (ids count over the dataset, not one epoch's share)."""
+    import json
+    import struct
+
+    from writer.dataset import CorruptShardError
+
+    out = tmp_path / "many"
+    write(cifar_root, out, "--epochs", 2, "--size-limit", 20000)  # 200 samples, a few per shard
+    shards = json.loads((out / "index.json").read_text())["shards"]
+    assert len(shards) > 4
+    first = sum(shard["samples"] for shard in shards[:3])
+    last = first + shards[3]["samples"] - 1  # shard.00003.mds's last sample
+    path = out / shards[3]["raw_data"]["basename"]
+    with open(path, "r+b") as f:  # its header now lists one row fewer than the index
+        f.write(struct.pack("<I", shards[3]["samples"] - 1))
+    with PremixedDataset(local=str(out), batch_size=8, epoch_size=first) as ds:
+        assert len(ds) < last
+        with pytest.raises(CorruptShardError, match=rf"shard {path.name} .*sample {last}"):
+            ds[last]  # was a bare IndexError (which also means "past the end"), or another shard
+        ds[first]  # its other rows read
+        with pytest.raises(IndexError):
+            ds[ds.num_samples]  # past the end is still an IndexError
+        with pytest.raises(TypeError, match="index must be an int"):
+            ds[(1, 2)]  # was a TypeError from inside the error handler
+
+
 def test_a_truncated_local_shard_is_named_at_open(dataset: Path) -> None:
     from writer.dataset import CorruptShardError
 

@@ -465,7 +465,8 @@ class PremixedDataset(StreamingDataset):
             pass
 
     def _shard_name(self, index: int) -> str:
-        shard_id, _ = self.spanner[index % len(self)]
+        # A sample id counts over the whole dataset (len(self) is one rank's share of an epoch).
+        shard_id, _ = self.spanner[index % self.num_samples]
         shard = self.shards[shard_id]
         return (shard.zip_data or shard.raw_data).basename
 
@@ -510,15 +511,20 @@ class PremixedDataset(StreamingDataset):
         """Sample ``index`` as ``(image, label)``; a list or array of ids is :meth:`__getitems__`."""
         if isinstance(index, (list, np.ndarray)):
             return self.__getitems__(index)
-        return self._sample(index)
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"index must be an int sample id or a list or array of them, got "
+                            f"{index!r} ({type(index).__name__})")
+        return self._sample(int(index))
 
     def _sample(self, index: int) -> tuple[Any, torch.Tensor]:
         try:
             sample = super().__getitem__(index)
         except CorruptShardError:
             raise
-        except IndexError:
-            raise
+        except IndexError as e:
+            if -self.num_samples <= index < self.num_samples:  # an id the index lists: the shard lacks it
+                raise self._unreadable(self._shard_name(index), index, e) from None
+            raise  # outside the dataset, as a sequence says
         except Exception as e:  # a truncated or altered shard fails in numpy, struct, PIL, …
             raise self._unreadable(self._shard_name(index), index, e) from None
         label = sample["label"]
