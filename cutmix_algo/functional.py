@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from cutmix_algo.paste import gather_boxes_, mark_written_, permute_batch_
+from cutmix_algo.paste import gather_boxes_, permute_batch_
 from cutmix_algo.sampling import (
     Box,
     CutMixParams,
@@ -116,7 +116,6 @@ def paste_boxes_(x: torch.Tensor, boxes: torch.Tensor, perm: torch.Tensor) -> to
     boxes = boxes.to(x.device, non_blocking=True)
     mask = box_mask(boxes, height, width).view(n, *([1] * (x.ndim - 3)), height, width)
     source = x.index_select(0, perm.to(x.device, non_blocking=True))
-    mark_written_(x)
     return torch.where(mask, source, x, out=x)
 
 

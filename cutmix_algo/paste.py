@@ -51,10 +51,11 @@ before (same result, or the same error): ``perm`` that is not an int64/int32 per
 whose images may share memory (an expanded view), a ``t`` that requires grad with grad mode on
 (autograd records one op, as before), and a ``t`` numpy cannot view as it is (complex128, whose
 elements have no same-sized integer; lazily conjugated or negated views; sparse, quantized or
-nested tensors). Every path calls :func:`mark_written_` before its first write, so autograd
-sees the numpy copies as the in-place write they are (backward through a graph that saved ``t``
-raises instead of computing with overwritten values) and an inference tensor outside inference
-mode is refused before a byte moves.
+nested tensors). The numpy copies call :func:`mark_written_` before their first write, so
+autograd sees them as the in-place write they are, as it sees ``copy_``: backward through a
+graph that saved ``t`` raises instead of computing with overwritten values, and an inference
+tensor outside inference mode is refused (before a byte moves; torch's own ``copy_`` raises
+only after writing).
 """
 
 from __future__ import annotations
@@ -295,7 +296,4 @@ def permute_batch_(t: torch.Tensor, perm: torch.Tensor, *, method: str = "auto")
     if isinstance(perm, torch.Tensor) and perm.device != t.device:
         # Host to device without blocking (no sync); to the host, blocking, so perm is complete.
         perm = perm.to(t.device, non_blocking=t.device.type != "cpu")
-    source = t.index_select(0, perm)  # a bad perm raises here, before anything is written
-    if t.ndim:
-        mark_written_(t)
-    return t.copy_(source)
+    return t.copy_(t.index_select(0, perm))
