@@ -136,6 +136,18 @@ def test_a_rewritten_bucket_dataset_is_never_read_from_a_stale_cache(
     assert any(not torch.equal(again[i][0], old[i][0]) for i in range(len(again)))
 
 
+def test_a_bucket_dataset_without_a_cache_folder_opens_more_than_once(
+        cifar_root: Path, tmp_path: Path, s3_bucket: str) -> None:
+    """local=None: streaming's one folder per URI failed (FileExistsError) on the second open."""
+    write(cifar_root, tmp_path / "d", "--seed", 0)
+    _bucket_put(tmp_path / "d", s3_bucket, "d")
+    expected = PremixedDataset(local=str(tmp_path / "d"), batch_size=4)
+    for _ in range(2):
+        with PremixedDataset(remote=f"s3://{s3_bucket}/d", batch_size=4) as ds:
+            for i in (0, len(ds) - 1):
+                torch.testing.assert_close(ds[i], expected[i], rtol=0, atol=0)
+
+
 def test_a_merged_root_disagreeing_with_a_rewritten_group_is_refused(cifar_root: Path,
                                                                       tmp_path: Path) -> None:
     import shutil

@@ -330,7 +330,9 @@ class PremixedDataset(StreamingDataset):
             ``ID`` a digest of the dataset's index and manifest, so a dataset rewritten under
             the same URI is downloaded afresh and never read from a stale cache. Without
             ``remote``, the dataset itself. Use a fresh folder per concurrent dataset:
-            streaming keys its shared memory by it.
+            streaming keys its shared memory by it. ``None`` with ``remote``: a fresh temporary
+            folder for this dataset (downloaded again by the next one; left for the OS's
+            temporary-file clean-up).
         shuffle: shuffle samples (streaming's shuffle); the pre-mixed order is already
             random, so the default keeps it.
         shuffle_seed: streaming's shuffle seed.
@@ -403,15 +405,15 @@ class PremixedDataset(StreamingDataset):
                 if validate_hash not in stored["hashes"]:
                     raise ValueError(f"validate_hash: shard {stored['basename']} of {where} has no "
                                      f"{validate_hash} hash (it has {sorted(stored['hashes'])})")
-        if remote is not None and local is not None:
+        if remote is not None:
+            if local is None:
+                # streaming's own default is one folder per URI, which it refuses to reuse: a
+                # second open of the same URI on this machine failed. A fresh folder per dataset.
+                local = tempfile.mkdtemp(prefix="cutmix-premixed-cache-")
             local = os.path.join(local, f"premixed-{self.identity}")
             _place_index(local, index_bytes)  # streaming reads exactly what was checked
         super().__init__(remote=remote, local=local, shuffle=shuffle, shuffle_seed=shuffle_seed,
                          batch_size=batch_size, validate_hash=validate_hash, **kwargs)
-        if remote is not None and local is None:  # streaming downloaded its own copy
-            with open(os.path.join(self.streams[0].local, INDEX_NAME), "rb") as f:
-                if f.read() != index_bytes:
-                    raise ValueError(f"{where} changed while it was being opened; open it again")
         self.transform, self.image_dtype = transform, image_dtype
         self._shard_bounds = np.concatenate([[0], np.cumsum(self.samples_per_shard)])
         self._batch_drop_last: bool | None = None  # set by PremixedLoader: iterate batches
