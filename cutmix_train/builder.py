@@ -364,8 +364,8 @@ def _resume_differences(recipe: Recipe, state: dict[str, Any], model: torch.nn.M
 
     differences: list[str] = []
     recorded = recorded_recipe_in(state)
-    if recorded is not None:
-        saved = OmegaConf.create(recorded)
+    saved = OmegaConf.create(recorded) if recorded is not None else None
+    if saved is not None:
         for key, now in (("model.name", recipe.model.name), ("data.dataset", recipe.data.dataset)):
             then = OmegaConf.select(saved, key)
             if then is not None and then != now:
@@ -379,7 +379,7 @@ def _resume_differences(recipe: Recipe, state: dict[str, Any], model: torch.nn.M
         first = (f"no {missing[0]}" if missing else f"an unknown {extra[0]}" if extra
                  else f"{reshaped[0]} of shape {tuple(theirs[reshaped[0]].shape)}, "
                       f"not {tuple(ours[reshaped[0]].shape)}")
-        name = OmegaConf.select(OmegaConf.create(recorded), "model.name") if recorded else None
+        name = OmegaConf.select(saved, "model.name") if saved is not None else None
         saved_by = f"saved by model.name={name}, " if name and name != recipe.model.name else ""
         return (f"its weights do not fit model.name={recipe.model.name} ({saved_by}{len(missing)} missing, "
                 f"{len(extra)} unknown and {len(reshaped)} reshaped tensors; the first: {first})"), differences

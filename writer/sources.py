@@ -8,11 +8,12 @@ number the writer records as ``index_a``/``index_b`` and ``verify`` looks images
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -302,6 +303,22 @@ def _check_pixel_limit(size: tuple[int, int], where: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def _decoded_within_pixel_limit(where: str) -> Iterator[None]:
+    """Decode inside: PIL's warning between one and two times the limit is silenced (the caller
+    refuses that size itself, naming the image), and its error above twice it becomes a
+    SourceError naming ``where``."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    except Image.DecompressionBombError as e:
+        raise SourceError(f"{where} is over PIL's size limit (Image.MAX_IMAGE_PIXELS = "
+                          f"{Image.MAX_IMAGE_PIXELS:,}): {e}") from None
+
+
 def _is_hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
@@ -370,10 +387,8 @@ def load_imagefolder(root: str | Path, image_size: int | None = None) -> ImageSe
             )
         for path in files:
             try:
-                with warnings.catch_warnings():
-                    # Over the limit is refused below, with the file's name.
-                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                    im = Image.open(path)
+                with _decoded_within_pixel_limit(f"image {path}"):
+                    im = Image.open(path)  # over the limit: refused below, with the file's name
                 with im:
                     _check_pixel_limit(im.size, f"image {path}")
                     _check_image_mode(im.mode, path)
@@ -381,11 +396,6 @@ def load_imagefolder(root: str | Path, image_size: int | None = None) -> ImageSe
                     if image_size is not None:
                         im = _fit_square(im, image_size)
                     array = np.asarray(im, dtype=np.uint8)
-            except Image.DecompressionBombError as e:  # over twice the limit: Image.open's own
-                raise SourceError(
-                    f"image {path} is over PIL's size limit (Image.MAX_IMAGE_PIXELS = "
-                    f"{Image.MAX_IMAGE_PIXELS:,}): {e}"
-                ) from None
             except OSError as e:
                 raise SourceError(f"cannot decode image {path}: {e}") from None
             if images and array.shape != images[0].shape:
@@ -513,7 +523,6 @@ def load_mds(
     """
     import tempfile
 
-    from PIL import Image
     from streaming import StreamingDataset
     from streaming.base.util import clean_stale_shared_memory
 
@@ -539,16 +548,9 @@ def load_mds(
                                                  strict=True)), image_key, label_key)
             images, labels = [], []
             for i in range(dataset.num_samples):
-                try:
-                    with warnings.catch_warnings():
-                        # Over the limit is refused by _mds_image, naming the sample.
-                        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                        sample = dataset.get_item(i)
-                except Image.DecompressionBombError as e:  # over twice it: PIL's own error
-                    raise SourceError(
-                        f"MDS dataset {uri}: sample {i}'s {image_key!r} is over PIL's size "
-                        f"limit (Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,}): {e}"
-                    ) from None
+                # Over the limit is refused by _mds_image, naming the sample.
+                with _decoded_within_pixel_limit(f"MDS dataset {uri}: sample {i}'s {image_key!r}"):
+                    sample = dataset.get_item(i)
                 images.append(_mds_image(sample[image_key], f"MDS dataset {uri}: sample {i}'s "
                                          f"{image_key!r}"))
                 labels.append(_mds_label(sample[label_key], f"MDS dataset {uri}: sample {i}'s "
