@@ -226,6 +226,8 @@ def test_a_shard_short_of_a_row_is_named_as_corrupt_whatever_the_epoch_size(cifa
         with pytest.raises(CorruptShardError, match=rf"shard {path.name} .*sample {last}"):
             ds[last]  # was a bare IndexError (which also means "past the end"), or another shard
         ds[first]  # its other rows read
+        with pytest.raises(CorruptShardError, match=rf"shard {path.name} .*sample {last}:"):
+            ds[list(range(first, last + 1))]  # a batch names the missing row, not its first
         with pytest.raises(IndexError):
             ds[ds.num_samples]  # past the end is still an IndexError
         with pytest.raises(TypeError, match="index must be an int"):

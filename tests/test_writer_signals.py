@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_writer_cli import ok
+from test_writer_cli import ok, run
 
 from writer.scratch import Scratch, sweep_stale
 
@@ -65,6 +65,30 @@ def test_sigterm_stops_cleanly_like_ctrl_c(cifar_root: Path, tmp_path: Path) -> 
     assert _gone(children, timeout=20) == []
     assert _ours(tmpdir) == []
     assert not out.exists(), "the write created OUT, so an interrupted write removes it"
+
+
+@pytest.mark.parametrize("after", [0, 2])
+def test_an_interrupt_right_after_a_shard_is_moved_into_out_still_removes_it(
+        cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: int) -> None:
+    # A signal handler runs between any two bytecodes: here, the one just after the rename
+    # that published a shard, before the write had noted it as its own.
+    real, moved = os.replace, []
+
+    def replace_then_interrupt(src: str, dst: str) -> None:
+        real(src, dst)
+        if Path(dst).name.startswith("shard."):
+            moved.append(dst)
+            if len(moved) > after:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    monkeypatch.setattr("writer.store.os.replace", replace_then_interrupt)
+    result = run("write", "--source", f"cifar10:{cifar_root}", "--out", out,
+                 "--batch-size", "16", "--epochs", "3", "--size-limit", "20000")
+    monkeypatch.undo()
+    assert len(moved) == after + 1 and result.exit_code == 128 + signal.SIGINT, result.output
+    assert "interrupted by SIGINT" in result.output
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
 
 
 def test_sigkill_leaves_no_workers_and_the_next_run_sweeps_the_copy(cifar_root: Path,

@@ -174,15 +174,18 @@ class _OpenShards:
         Row ``rows[i]`` lands at ``into[places[i] * size:]``. Rows that follow each other in
         the file are one ``preadv`` whatever their places (its buffers point at them), so a
         batch of consecutive rows is a single read. Raises :class:`_BadRow` (a ``ValueError``)
-        naming the place of a row whose offsets do not span ``size`` bytes or that ends after
-        the file.
+        naming the place of a row the shard's header does not hold, whose offsets do not span
+        ``size`` bytes, or that ends after the file.
         """
         with self._lock:
             shard = self._shard(path)
             offsets = shard.offsets
-            if not (0 <= rows.min() and rows.max() < len(offsets) - 1):
-                raise IndexError(f"rows {rows.min()} to {rows.max()} are not all in "
-                                 f"{os.path.basename(path)} ({len(offsets) - 1} rows)")
+            held = len(offsets) - 1
+            outside = np.flatnonzero((rows < 0) | (rows >= held))
+            if outside.size:  # the index lists rows the shard's header does not
+                bad = int(outside[0])
+                raise _BadRow(int(places[bad]), f"row {rows[bad]} is not in "
+                                                f"{os.path.basename(path)} ({held} rows)")
             lengths = offsets[rows + 1] - offsets[rows]
             wrong = np.flatnonzero(lengths != size)
             if wrong.size:

@@ -556,14 +556,13 @@ class Destination:
         if not self.claimed or self._lost is not None:
             return
         names = sorted(self.published, key=lambda n: n != INDEX_NAME)
-        with contextlib.suppress(Exception):
-            if self.remote:
-                if self._s3 is not None:
-                    self._delete(names)
-            else:
-                for name in names:
+        for name in names:  # one failure does not keep the rest
+            with contextlib.suppress(Exception):
+                if not self.remote:
                     with contextlib.suppress(FileNotFoundError):
                         os.remove(os.path.join(self.uri, name))
+                elif self._s3 is not None:
+                    self._delete([name])
         self.published = []
 
     def refuse_whole_dataset(self) -> None:
@@ -639,6 +638,9 @@ class Destination:
         if self._lost is not None:
             raise DestinationError(f"{_describe(self._lost)} took {self.uri} while this write "
                                    "ran; this write stops and publishes no index")
+        # Listed first: an interrupt that lands just after the rename or upload (a signal
+        # handler runs between any two bytecodes) must still find the file to remove.
+        self.published.append(basename)
         if self.remote:
             self._attempt(f"upload {basename} to {self.uri}",
                           lambda: self._uploader.upload_file(basename))
@@ -650,7 +652,6 @@ class Destination:
             target = os.path.join(self.uri, basename)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             os.replace(os.path.join(self.staging, basename), target)
-        self.published.append(basename)
 
     def check_published(self) -> None:
         """Fail unless every object this write uploaded is still there, unchanged (``s3://``).
