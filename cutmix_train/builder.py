@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -276,11 +277,16 @@ def _inspect_checkpoint_folder(recipe: Recipe) -> tuple[str | None, list[str]]:
     )
 
 
-def _check_checkpoint_folder(recipe: Recipe) -> None:
-    # Rank 0 looks (and repairs); every rank gets its verdict, so all fail or none does.
-    verdict: list[Any] = [_inspect_checkpoint_folder(recipe) if dist.get_global_rank() == 0 else None]
+def _rank_zero_verdict(inspect: Callable[[], Any]) -> Any:
+    """``inspect()`` run on rank 0 only, its result handed to every rank (all fail or none does)."""
+    verdict: list[Any] = [inspect() if dist.get_global_rank() == 0 else None]
     dist.broadcast_object_list(verdict, src=0)
-    error, notes = verdict[0]
+    return verdict[0]
+
+
+def _check_checkpoint_folder(recipe: Recipe) -> None:
+    # Rank 0 looks (and repairs).
+    error, notes = _rank_zero_verdict(lambda: _inspect_checkpoint_folder(recipe))
     if error is not None:
         raise RecipeError(error)
     for line in notes:
@@ -433,11 +439,10 @@ def _inspect_resume(recipe: Recipe, model: torch.nn.Module, optimizer: torch.opt
 
 
 def _check_resume(recipe: Recipe, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    # Rank 0 reads the checkpoint (memory-mapped); every rank gets its verdict.
-    verdict: list[Any] = [_inspect_resume(recipe, model, optimizer) if dist.get_global_rank() == 0 else None]
-    dist.broadcast_object_list(verdict, src=0)
-    if verdict[0] is not None:
-        raise RecipeError(verdict[0])
+    # Rank 0 reads the checkpoint (memory-mapped).
+    error = _rank_zero_verdict(lambda: _inspect_resume(recipe, model, optimizer))
+    if error is not None:
+        raise RecipeError(error)
 
 
 def _check_train_batches(recipe: Recipe, data: DataBundle) -> None:
@@ -566,9 +571,9 @@ def resumed_from(trainer: Trainer, recipe: Recipe) -> str | None:
     """The checkpoint a freshly built Trainer continues from, or None if it starts at zero."""
     if int(trainer.state.timestamp.batch) == 0:
         return None
-    folder = checkpoint_folder(recipe)
-    if recipe.checkpoint.autoresume and folder is not None and (folder / LATEST_CHECKPOINT).exists():
-        return os.path.realpath(folder / LATEST_CHECKPOINT)
+    source = resume_source(recipe)
+    if source is not None and source[0] == "checkpoint.autoresume":
+        return os.path.realpath(source[1])
     if recipe.checkpoint.autoresume and recipe.checkpoint.save_folder and recipe.checkpoint.load_path is None:
         return recipe.checkpoint.save_folder  # a remote folder: Composer fetched its latest checkpoint
     return recipe.checkpoint.load_path
