@@ -13,6 +13,7 @@ import psutil
 import pytest
 from test_writer_cli import ok, run
 
+from writer import interrupts
 from writer.scratch import Scratch, sweep_stale
 
 
@@ -134,3 +135,61 @@ def test_a_write_sweeps_stale_copies_first(cifar_root: Path, tmp_path: Path,
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     ok("write", "--source", f"cifar10:{cifar_root}", "--out", tmp_path / "out")
     assert not Path(dead).exists()
+
+
+def _spin() -> int:
+    total = 0
+    for i in range(1000):  # Python calls and jumps, where a pending signal handler runs
+        total += abs(i)
+    return total
+
+
+@pytest.mark.parametrize(("signum", "kind"), [(signal.SIGINT, KeyboardInterrupt),
+                                              (signal.SIGTERM, interrupts.Terminated)])
+def test_an_interrupt_inside_held_is_raised_when_the_block_ends(signum: int, kind: type) -> None:
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    finished = []
+    with interrupts.handling():
+        with pytest.raises(kind):
+            with interrupts.held():
+                os.kill(os.getpid(), signum)
+                _spin()
+                finished.append(True)
+        assert finished == [True], "the block ran to its end before the interrupt"
+        if signum == signal.SIGINT:
+            with pytest.raises(KeyboardInterrupt):  # outside held(), at once
+                os.kill(os.getpid(), signum)
+                _spin()
+                finished.append(False)
+        else:  # a second SIGTERM is ignored: it must not cut the clean-up short
+            os.kill(os.getpid(), signum)
+            _spin()
+        assert finished == [True]
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_an_interrupt_inside_submit_waits_until_the_job_is_queued(
+        cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Raised inside ProcessPoolExecutor.submit, between recording a job and queueing it, the
+    # interrupt left a job the pool's shutdown waited for forever.
+    from concurrent.futures import ProcessPoolExecutor
+
+    real, calls = ProcessPoolExecutor.submit, []
+
+    def submit_interrupted(self: ProcessPoolExecutor, *args: object) -> object:
+        calls.append("called")
+        if calls.count("called") == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # its handler runs at the next Python call
+        future = real(self, *args)
+        calls.append("queued")
+        return future
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", submit_interrupted)
+    result = run("write", "--source", f"cifar10:{cifar_root}", "--out", out, "--batch-size", "16",
+                 "--epochs", "20", "--size-limit", "20000", "--workers", "2")
+    monkeypatch.undo()
+    assert result.exit_code == 128 + signal.SIGINT, (result.output, calls)
+    assert calls[:6] == ["called", "queued"] * 3, calls  # the third job went in before it stopped
+    assert "interrupted by SIGINT" in result.output
+    assert not out.exists(), sorted(p.name for p in out.iterdir())

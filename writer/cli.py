@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from cutmix_algo.sampling import check_alpha
+from writer import interrupts
 from writer.encode import ENCODINGS
 from writer.errors import WriterError
 from writer.manifest import DEFAULT_SIZE_LIMIT, INDEX_NAME, MODES, PremixConfig, build_manifest
@@ -79,15 +80,6 @@ class _Interrupted(click.ClickException):
         super().__init__(f"interrupted by {name}: stopped the workers and removed this write's "
                          f"files; nothing was published to {target}")
         self.exit_code = 128 + signum
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the main thread is, to unwind exactly like Ctrl-C."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
-    raise _Terminated()
 
 
 def _invalidate_merged_root(out: str, retry: int, timeout: float, *, check_only: bool = False) -> bool:
@@ -186,15 +178,12 @@ def write(source: str, split: str, out: str, alpha: float, batch_size: int, epoc
     leftovers) with --overwrite given. One write at a time holds OUT (a claim). SIGTERM stops a
     write like Ctrl-C.
     """
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
+    with interrupts.handling():
         _write(source, split, out, alpha, batch_size, epochs, seed, workers, encoding, mode,
                compression, size_limit, overwrite, image_size,
                {"image_column": image_column, "label_column": label_column,
                 "num_classes": num_classes},
                num_groups, group, retry, timeout, progress)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epochs: int,
@@ -259,7 +248,7 @@ def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epo
         summary = write_premixed(images, destination, config, manifest, start=start, stop=stop,
                                  workers=workers, progress=progress)
     except KeyboardInterrupt as e:
-        signum = signal.SIGTERM if isinstance(e, _Terminated) else signal.SIGINT
+        signum = signal.SIGTERM if isinstance(e, interrupts.Terminated) else signal.SIGINT
         raise _Interrupted(signum, target) from None
     except OSError as e:  # a local OUT that cannot be written (a WriterError goes to _Main)
         raise click.ClickException(f"cannot write {target}: {e}") from None

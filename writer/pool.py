@@ -30,11 +30,13 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
 
 from writer.encode import encode_batch, fill_raw_rows, raw_record
+from writer.interrupts import held
 from writer.premix import EpochOrders, MixedBatch, Schedule, mix_batch
 from writer.scratch import Scratch
 from writer.shards import (
@@ -257,6 +259,13 @@ def _executor(workers: int, initargs: tuple) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, _context(), initializer=_init_worker, initargs=initargs)
 
 
+def _submit(pool: ProcessPoolExecutor, fn: Any, *args: Any) -> Future:
+    # An interrupt inside submit() can leave the job recorded but never queued, and the
+    # shutdown after it would wait for that job forever: it is raised once the job is in.
+    with held():
+        return pool.submit(fn, *args)
+
+
 def write_shards(
     source: ImageSet,
     schedule: Schedule,
@@ -381,7 +390,7 @@ def _placed(pool: ProcessPoolExecutor, tasks: list[tuple[int, int, int]], specs:
         job = next(todo, None)
         if job is not None:
             piece, task = job
-            pieces.append(pool.submit(_run_placed, task, where[piece], staging))
+            pieces.append(_submit(pool, _run_placed, task, where[piece], staging))
 
     def collect(wait: bool) -> list[dict]:
         entries = []
@@ -397,7 +406,7 @@ def _placed(pool: ProcessPoolExecutor, tasks: list[tuple[int, int, int]], specs:
         done += 1
         submit_piece()
         while sealed < len(specs) and specs[sealed].segments[-1][0] < done:
-            seals.append(pool.submit(seal_shard, form, specs[sealed], staging))
+            seals.append(_submit(pool, seal_shard, form, specs[sealed], staging))
             sealed += 1
         yield rows, collect(wait=False)
     yield 0, collect(wait=True)
@@ -414,10 +423,10 @@ def _pooled(pool: ProcessPoolExecutor, tasks: list[tuple[int, int, int]], planne
     def submit_piece() -> None:
         job = next(todo, None)
         if job is not None:
-            pieces.append(pool.submit(_run_piece, job[1], job[0], folder))
+            pieces.append(_submit(pool, _run_piece, job[1], job[0], folder))
 
     def build(spec: ShardSpec) -> None:
-        builds.append((spec, pool.submit(_run_build, form, spec, folder, staging)))
+        builds.append((spec, _submit(pool, _run_build, form, spec, folder, staging)))
 
     def collect(wait: bool) -> list[dict]:
         nonlocal kept
