@@ -101,6 +101,11 @@ def _check_probability(p: float, name: str = "p") -> float:
     return value
 
 
+def _key_record(key: BatchKey) -> int | str | None:
+    """A batch key as a checkpoint records it: an index or a name; ``None`` for a getter/setter pair."""
+    return key if isinstance(key, (int, str)) and not isinstance(key, bool) else None
+
+
 def _check_interval(interval: str | Time | None) -> Time | None:
     if interval is None:
         return None
@@ -136,12 +141,15 @@ class CutMix(Algorithm):
     The random draws for a batch come from a generator derived from ``(seed, global rank, batch
     index)``: the same seed gives the same λ, box and permutation sequence, resuming from a
     checkpoint continues it exactly, and ranks draw differently. The offline writer
-    (``cutmix-writer``) uses the same sampler and applier with its own keys
-    ``(seed, epoch, batch)``, so its draws differ from an online run's.
+    (``cutmix-writer``) uses the same sampler and applier with its keys ``(seed, epoch, batch)``
+    (the same form: its epoch ``r`` draws what rank ``r`` draws online for one seed; see the
+    key table in :mod:`cutmix_algo.sampling`).
 
     On resume, the constructor's hyperparameters win: a checkpoint restores only state (the seed
-    the run resolved, and ``num_classes`` where none was passed); any hyperparameter that differs
-    from the checkpoint's is named in one logged warning (old → new).
+    the run resolved, and ``num_classes`` where none was passed); any constructor argument that
+    differs from the checkpoint's is named in one logged warning (old → new). ``input_key`` and
+    ``target_key`` are compared when both are an index or a name (a getter/setter pair is not
+    recorded); a checkpoint from before an argument was recorded counts as its default.
 
     Args:
         alpha: Beta(alpha, alpha) parameter for λ; ``0`` gives λ = 0 before correction. Default 1.
@@ -279,6 +287,10 @@ class CutMix(Algorithm):
             "mixup_alpha": self.mixup_alpha,
             "switch_prob": self.switch_prob,
             "minmax": None if self.minmax is None else list(self.minmax),
+            "inplace": self.inplace,
+            "log_images_every": None if self.log_images_every is None else str(self.log_images_every),
+            "input_key": _key_record(self.input_key),
+            "target_key": _key_record(self.target_key),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -306,6 +318,14 @@ class CutMix(Algorithm):
             differs("switch_prob", state.get("switch_prob", 0.5), self.switch_prob)
         minmax = state.get("minmax")
         differs("minmax", None if minmax is None else tuple(minmax), self.minmax)
+        differs("inplace", state.get("inplace"), self.inplace)
+        interval = None if self.log_images_every is None else str(self.log_images_every)
+        differs("log_images_every", state.get("log_images_every"), interval)
+        for name, default, key in (("input_key", 0, self.input_key), ("target_key", 1, self.target_key)):
+            # A (getter, setter) pair is recorded as None: functions cannot be compared across runs.
+            old_key, new_key = state.get(name, default), _key_record(key)
+            if old_key is not None and new_key is not None:
+                differs(name, old_key, new_key)
         if self.seed is None:
             self._resolved_seed = state.get("seed")
         else:

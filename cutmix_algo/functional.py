@@ -22,6 +22,7 @@ from cutmix_algo.sampling import (
     RowParams,
     check_alpha,
     check_box,
+    check_generator,
     check_int,
     check_minmax,
     kept_fraction,
@@ -456,6 +457,7 @@ def cutmix_batch(
     alpha = check_alpha(alpha)
     mode = check_mode(mode)
     minmax = check_minmax(minmax)
+    generator = check_generator(generator)  # checked even when box and perm leave it unused
     input = check_input(input)
     if num_classes is not None:
         num_classes = check_int("num_classes", num_classes, low=1)

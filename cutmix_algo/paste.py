@@ -155,9 +155,12 @@ def _cycle_moves(p: list[int]) -> list[tuple[int, int]]:
 
 
 def _walk_cycles_(array: np.ndarray, p: list[int]) -> None:
+    moves = _cycle_moves(p)
+    if not moves:  # the identity, an empty batch included: nothing moves
+        return
     images = list(array)  # one view per image
     saved = np.empty_like(images[0])
-    for dst, src in _cycle_moves(p):
+    for dst, src in moves:
         np.copyto(saved if dst < 0 else images[dst], saved if src < 0 else images[src])
 
 

@@ -6,8 +6,10 @@ online algorithm (on any device) and the offline writer draw the same numbers fr
 Coordinates: rows run along H (dim -2) and are named ``top``/``bottom``; columns run along W
 (dim -1) and are named ``left``/``right``. Boxes are half-open: ``x[..., top:bottom, left:right]``.
 
-Generator keys are the reproducibility contract: every random draw of the project comes from
-``derive_generator(*key)`` with one of these keys, defined here and nowhere else.
+Generator keys are the reproducibility contract: every random draw of the project's own code
+comes from a generator made here (from ``derive_generator(*key)`` with one of these keys, or,
+for the training subset, a plain seed), and nowhere else. (Model initialization and the loader's
+shuffle are Composer's and streaming's, from the Trainer's seed.)
 
 =====================  ================================  ==========================================
 Draw                   Key                               Where
@@ -22,10 +24,18 @@ writer epoch order     ``(seed, epoch, ORDER_KEY)``      :func:`epoch_order_gene
                                                          ``ORDER_KEY = 2**32 - 1``
 verify's sample pick   ``(VERIFY_KEY,)``                 :func:`verify_generator`,
                                                          ``VERIFY_KEY = 2**32 - 2``
+training subset        ``manual_seed(seed)``             :func:`subset_generator` (``cutmix_train``'s
+                                                         ``data.train_per_class``), not derived
 =====================  ================================  ==========================================
 
 ``ORDER_KEY`` and ``VERIFY_KEY`` cannot be batch numbers (an epoch would need 4 billion batches)
-and ``derive_generator`` prefixes the key count, so no two rows of the table share a stream.
+and ``derive_generator`` prefixes the key count, so the epoch order, verify's pick and the
+augmentation stream share no stream with a batch's draws or with each other. One overlap is by
+form, not by accident of hashing: the online key ``(seed, rank, batch)`` and the writer's
+``(seed, epoch, batch)`` have the same shape, so for one seed, global rank ``r``'s online batch
+``b`` draws the same λ, box and permutation as the writer's epoch ``r``, batch ``b`` (in batch
+mode). The two are separate products; changing either key would change every output written
+or trained so far, so both stay as they are.
 """
 
 from __future__ import annotations
@@ -59,6 +69,7 @@ __all__ = [
     "sample_params",
     "sample_row_params",
     "online_generator",
+    "subset_generator",
     "verify_generator",
     "writer_batch_generator",
 ]
@@ -176,6 +187,11 @@ def epoch_order_generator(seed: int, epoch: int) -> torch.Generator:
     return derive_generator(seed, epoch, ORDER_KEY)
 
 
+def subset_generator(seed: int) -> torch.Generator:
+    """The generator of a training recipe's per-class subset: ``torch.Generator().manual_seed(seed)``."""
+    return torch.Generator().manual_seed(seed)
+
+
 def verify_generator() -> torch.Generator:
     """The generator of ``verify``'s choice of samples (the same for every dataset)."""
     return derive_generator(VERIFY_KEY)
@@ -208,10 +224,12 @@ def sample_box(
 ) -> Box:
     """Draw the paste box for a given λ, as in the paper's reference code.
 
-    The cut spans ``int(side * sqrt(1 - lam))`` pixels along each side, i.e. ``cut // 2`` either
-    side of a center drawn uniformly over pixel positions, clipped to the image. With
-    ``uniform_sampling`` the center is drawn from ``[-cut // 2, side + cut // 2)`` instead, so every
-    pixel is equally likely to be covered (Composer's option).
+    The cut is ``cut = int(side * sqrt(1 - lam))`` pixels along each side, placed as ``cut // 2``
+    either side of a center drawn uniformly over pixel positions and clipped to the image, so
+    before clipping the box spans ``2 * (cut // 2)`` pixels (one fewer than ``cut`` when ``cut``
+    is odd, as in the reference code). With ``uniform_sampling`` the center is drawn from
+    ``[-cut // 2, side + cut // 2)`` instead, so every pixel is equally likely to be covered
+    (Composer's option).
     """
     if not (isinstance(lam, (int, float, np.floating)) and 0.0 <= lam <= 1.0):  # rejects NaN too
         raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")

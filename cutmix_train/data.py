@@ -24,6 +24,7 @@ import torch
 from composer.utils import dist
 from torch.utils.data import DataLoader, Dataset
 
+from cutmix_algo.sampling import subset_generator
 from cutmix_train.config import DataConfig, RecipeError
 
 __all__ = [
@@ -176,7 +177,7 @@ def stratified_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarr
     if per_class <= 0:
         raise ValueError(f"per_class must be > 0, got {per_class}")
     labels = np.asarray(labels)
-    generator = torch.Generator().manual_seed(seed)
+    generator = subset_generator(seed)
     keep = []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)

@@ -206,6 +206,29 @@ def test_resume_uses_the_constructors_alpha_p_and_stop_at(tmp_path: Path,
     assert any("p 1.0 -> 0.0" in r.getMessage() for r in caplog.records)
 
 
+def test_every_recorded_constructor_argument_that_differs_is_named(caplog: pytest.LogCaptureFixture) -> None:
+    saved = CutMix(inplace=True, log_images_every="5ba", input_key="image", target_key="label").state_dict()
+    with caplog.at_level(logging.WARNING, logger="cutmix_algo.algorithm"):
+        CutMix(input_key="img", target_key="label").load_state_dict(saved)
+    (said,) = [r.getMessage() for r in caplog.records if "checkpoint" in r.getMessage()]
+    assert "inplace True -> None" in said and "log_images_every '5ba' -> None" in said
+    assert "input_key 'image' -> 'img'" in said and "target_key" not in said
+
+    # A getter/setter pair is not recorded, so it is not compared; a checkpoint from before these
+    # arguments were recorded counts as their defaults.
+    caplog.clear()
+    pair = (lambda batch: batch["image"], lambda batch, value: batch.update(image=value))
+    old = {k: v for k, v in CutMix().state_dict().items()
+           if k not in ("inplace", "log_images_every", "input_key", "target_key")}
+    with caplog.at_level(logging.WARNING, logger="cutmix_algo.algorithm"):
+        CutMix(input_key=pair).load_state_dict(CutMix().state_dict())
+        CutMix().load_state_dict(old)
+    assert not [r for r in caplog.records if "checkpoint" in r.getMessage()]
+    with caplog.at_level(logging.WARNING, logger="cutmix_algo.algorithm"):
+        CutMix(target_key=2).load_state_dict(old)
+    assert any("target_key 1 -> 2" in r.getMessage() for r in caplog.records)
+
+
 def test_unchanged_settings_resume_quietly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     full = _fit_collated(CutMix(), tmp_path)
     with caplog.at_level(logging.WARNING, logger="cutmix_algo.algorithm"):

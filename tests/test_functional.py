@@ -369,6 +369,8 @@ def _x(n: int = 4) -> torch.Tensor:
         (lambda: cutmix_batch(_x(), generator=42), "generator"),
         (lambda: cutmix_batch(_x(), generator=np.random.default_rng(0)), "generator"),
         (lambda: cutmix_batch(_x(), mode="sample", generator=7), "generator"),
+        # Checked even when a given box and perm leave nothing to draw.
+        (lambda: cutmix_batch(_x(), box=(0, 0, 4, 4), perm=torch.arange(4), generator=42), "generator"),
         (lambda: one_hot(torch.tensor([0.7, 2.9]), 3), "labels"),
         (lambda: one_hot(torch.tensor([0, 3]), 3), "labels"),
         (lambda: one_hot(torch.tensor([True, False]), 3), "labels"),

@@ -196,6 +196,15 @@ def test_identity_perm_copies_nothing():
     assert torch.equal(x, orig)
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("n", [0, 1])
+def test_an_empty_or_one_image_batch_is_left_as_it_is_on_every_path(method, n):
+    x = random_batch((n, 3, 80, 80), torch.float32)
+    orig = x.clone()
+    assert permute_batch_(x, torch.arange(n), method=method) is x
+    assert torch.equal(x, orig)
+
+
 def test_cycle_walk_moves_every_bit_nan_payloads_included():
     bits = torch.randint(-(2**31), 2**31 - 1, (6, 3, 40, 40), dtype=torch.int32,
                          generator=torch.Generator().manual_seed(3))

@@ -19,14 +19,20 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from cutmix_algo.sampling import (
+    AUGMENT_STREAM,
     Box,
     check_box,
     derive_generator,
+    epoch_order_generator,
     kept_fraction,
+    online_generator,
     sample_box,
     sample_lam,
     sample_params,
     sample_row_params,
+    subset_generator,
+    verify_generator,
+    writer_batch_generator,
 )
 
 P_MIN = 1e-3  # fixed seeds make every p-value below deterministic; this is only the bar
@@ -308,11 +314,29 @@ def test_derive_generator_is_reproducible_and_keyed():
 def test_derive_generator_distinct_keys_give_distinct_streams(keys_a, keys_b):
     """Different key tuples must not give the same stream.
 
-    Fails today: numpy's ``SeedSequence`` pads its entropy with zeros and splits big integers into
-    32-bit words, so these pairs hash to the same state (reported to the lead; proposed fix:
-    encode the keys injectively, e.g. ``[len(keys)]`` then each key as two 32-bit words).
+    numpy's ``SeedSequence`` alone pads its entropy with zeros and splits big integers into 32-bit
+    words, so these pairs would hash to one state; ``derive_generator`` encodes the keys
+    injectively (the key count, then each key as two 32-bit words).
     """
     assert _draw(derive_generator(*keys_a), 2) != _draw(derive_generator(*keys_b), 2)
+
+
+def test_the_key_table_holds_as_its_docstring_says():
+    """Online rank r and the writer's epoch r draw alike (same key form); the other rows differ."""
+    def params(generator):
+        p = sample_params(8, 32, 32, 1.0, generator)
+        return p.lam, p.box, p.perm.tolist()
+
+    for rank, batch in [(0, 0), (1, 5), (3, 2)]:
+        assert params(online_generator(7, rank, batch)) == params(writer_batch_generator(7, rank, batch))
+    batch_draw = _draw(writer_batch_generator(7, 0, 0), 2)
+    others = [epoch_order_generator(7, 0), online_generator(7, 0, 0, AUGMENT_STREAM), verify_generator(),
+              writer_batch_generator(7, 0, 1), writer_batch_generator(8, 0, 0)]
+    draws = [_draw(g, 2) for g in others]
+    assert batch_draw not in draws and len({tuple(d) for d in draws}) == len(draws)
+    # The training subset's generator is a plain seed (kept so recipes' subsets never change).
+    assert torch.equal(torch.randperm(50, generator=subset_generator(3)),
+                       torch.randperm(50, generator=torch.Generator().manual_seed(3)))
 
 
 @pytest.mark.parametrize("keys", [(), (-1,), (1, -2), (True,), (1.5,), ("3",)])

@@ -6,10 +6,13 @@ and mid-epoch resumption (``state_dict``/``load_state_dict``, which Composer cal
 streaming sees the dataset, its index and manifest are checked (:mod:`writer.integrity`: no
 file name leaving the dataset, counts and columns agreeing, a merged root agreeing with its
 groups); the local cache of a remote dataset is keyed by the dataset's identity, so a rewritten
-dataset is never read from a stale cache; downloaded shards are checked against their hashes;
-and every sample read is checked, so a corrupt shard stops training with its name instead of
-training on NaN. ``PremixedLoader`` is streaming's ``StreamingDataLoader`` for it, reading
-each batch in a few array operations rather than a Python call per sample.
+dataset is never read from a stale cache; downloaded shards are checked against their hashes
+and a local dataset's shards against their recorded sizes; and every sample read is checked
+(it decodes, its label is a distribution), so a corrupt shard stops training with its name
+instead of training on NaN. A local shard altered in place at its recorded size is not
+re-hashed at open: ``cutmix-writer verify`` checks every shard's hashes. ``PremixedLoader``
+is streaming's ``StreamingDataLoader`` for it, reading each batch in a few array operations
+rather than a Python call per sample.
 """
 
 from __future__ import annotations
