@@ -169,7 +169,8 @@ class CutMix(Algorithm):
         interpolate_loss: leave the targets as int labels and make the loss
             ``λ·L(y) + (1−λ)·L(y[perm])`` (two calls of the model's loss), for losses that only
             take class indices or very large K. Exact under microbatching, since every
-            microbatch of a batch shares λ. Needs ``mode="batch"`` and int labels.
+            microbatch of a batch shares λ. Needs ``mode="batch"`` and int labels; refused with
+            Composer's ``LabelSmoothing``, which would smooth only the ``λ`` term.
         mixup_alpha: if > 0, a batch is mixed with MixUp (λ ~ Beta(mixup_alpha, mixup_alpha),
             ``x = λx + (1−λ)x[perm]``) instead of CutMix with probability ``switch_prob``;
             which one is logged as ``cutmix/mixup`` (1 for MixUp).
@@ -368,6 +369,16 @@ class CutMix(Algorithm):
             self._mix_batch(state, logger)
 
     def _fit_start(self, state: State) -> None:
+        if self.interpolate_loss:
+            smoothing = [type(a).__name__ for a in state.algorithms if type(a).__name__ == "LabelSmoothing"]
+            if smoothing:
+                # LabelSmoothing smooths the batch's targets only; the second loss term would use
+                # the unsmoothed permuted labels, so only λ of the loss would be smoothed.
+                raise ValueError(
+                    "CutMix(interpolate_loss=True) cannot be combined with LabelSmoothing: it smooths "
+                    "the batch's own labels, not the permuted ones of the second loss term; use "
+                    "CutMix(interpolate_loss=False), whose dense targets LabelSmoothing smooths exactly"
+                )
         if self._resolved_seed is None:
             self._resolved_seed = int(state.rank_zero_seed)
         if self._resolved_classes is None:

@@ -264,7 +264,8 @@ def mix_targets(
 
     Int labels ``(N,)`` become ``lam * onehot(y) + (1 - lam) * onehot(y[perm])`` (float32); dense
     float ``(N, K)`` rows are mixed the same way into a new tensor; a dense map whose last two dims
-    are the image's (segmentation) gets ``box`` pasted from ``perm`` in place, dtype kept.
+    are the image's (segmentation) gets ``box`` pasted from ``perm`` in place, dtype kept (a map
+    without ``box`` raises ``ValueError``).
 
     ``lam`` is first rounded with :func:`~cutmix_algo.sampling.label_lam` for ``exact_rows`` rows
     (default: this batch's N), so every row of int-label targets sums to exactly 1 and any
@@ -273,7 +274,12 @@ def mix_targets(
     In sample mode ``lam`` is an ``(N,)`` tensor (one weight per row) and ``box`` an ``(N, 4)``
     tensor of per-row boxes; the same rules hold row by row.
     """
-    if box is not None and target.ndim >= 3:
+    if target.ndim >= 3:
+        if box is None:
+            raise ValueError(
+                f"target of shape {tuple(target.shape)} is a map, which is pasted with the input's box: "
+                "pass box (blending class ids by lam would make up classes)"
+            )
         if isinstance(box, torch.Tensor):
             return paste_boxes_(target, box, perm)
         return paste_box_(target, box, perm)

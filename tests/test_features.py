@@ -272,6 +272,27 @@ def test_interpolate_loss_refuses_sample_mode_and_dense_targets() -> None:
         _fit(CutMix(interpolate_loss=True), data=dense, max_duration="1ba")
 
 
+@pytest.mark.parametrize("cutmix_first", [True, False])
+def test_interpolate_loss_refuses_label_smoothing(cutmix_first: bool) -> None:
+    """LabelSmoothing would smooth only the λ term of the two-term loss: refused at fit start."""
+    from composer.algorithms import LabelSmoothing
+
+    model = _Linear()
+    algos = [CutMix(interpolate_loss=True), LabelSmoothing(smoothing=0.3)]
+    trainer = Trainer(model=model, train_dataloader=DataLoader(_data(), batch_size=8),
+                      algorithms=algos if cutmix_first else algos[::-1],
+                      optimizers=torch.optim.SGD(model.parameters(), lr=0.0), device="cpu",
+                      progress_bar=False, seed=2, max_duration="1ba")
+    with pytest.raises(ValueError, match="interpolate_loss=True.*LabelSmoothing"):
+        trainer.fit()
+    # The dense-target default trains with it.
+    trainer = Trainer(model=model, train_dataloader=DataLoader(_data(), batch_size=8),
+                        algorithms=[CutMix(), LabelSmoothing(smoothing=0.3)],
+                        optimizers=torch.optim.SGD(model.parameters(), lr=0.0), device="cpu",
+                        progress_bar=False, seed=2, max_duration="1ba")
+    trainer.fit()
+
+
 def test_mixup_switching_draws_both_and_logs_which() -> None:
     algo = CutMix(mixup_alpha=0.8, switch_prob=0.5)
     logger = InMemoryLogger()

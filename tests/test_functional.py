@@ -377,6 +377,7 @@ def _x(n: int = 4) -> torch.Tensor:
         (lambda: mix_targets(torch.tensor([0.0, 1.0]), 0.5, torch.tensor([1, 0]), 3), "target"),
         (lambda: mix_targets(torch.tensor([0, 3]), 0.5, torch.tensor([1, 0]), 3), "target"),
         (lambda: mix_targets(torch.tensor([0, 1]), 0.5, torch.tensor([1, 0])), "num_classes"),
+        (lambda: mix_targets(torch.zeros(2, 4, 4, dtype=torch.long), 0.5, torch.tensor([1, 0])), "box"),
         (lambda: paste_box_(_x(), Box(-2, 0, 8, 8), torch.arange(4)), "box"),
         (lambda: paste_box_(_x(), Box(0, 0, 9, 8), torch.arange(4)), "box"),
         (lambda: paste_box_(_x(), Box(4, 0, 2, 8), torch.arange(4)), "box"),
