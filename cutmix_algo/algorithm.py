@@ -302,6 +302,7 @@ class CutMix(Algorithm):
         ``uniform_sampling`` and ``stop_at`` always come from the constructor.
         """
         changed: list[str] = []
+        mine = self.state_dict()  # this constructor's arguments, as a checkpoint records them
 
         def differs(name: str, old: Any, new: Any) -> None:
             if old != new:
@@ -310,7 +311,7 @@ class CutMix(Algorithm):
         differs("alpha", state.get("alpha"), self.alpha)
         differs("p", state.get("p"), self.p)
         differs("uniform_sampling", state.get("uniform_sampling"), self.uniform_sampling)
-        differs("stop_at", state.get("stop_at"), None if self.stop_at is None else str(self.stop_at))
+        differs("stop_at", state.get("stop_at"), mine["stop_at"])
         # Options added later: a checkpoint without them was saved with their defaults.
         differs("mode", state.get("mode", "batch"), self.mode)
         differs("interpolate_loss", state.get("interpolate_loss", False), self.interpolate_loss)
@@ -319,14 +320,12 @@ class CutMix(Algorithm):
             differs("switch_prob", state.get("switch_prob", 0.5), self.switch_prob)
         minmax = state.get("minmax")
         differs("minmax", None if minmax is None else tuple(minmax), self.minmax)
-        differs("inplace", state.get("inplace"), self.inplace)
-        interval = None if self.log_images_every is None else str(self.log_images_every)
-        differs("log_images_every", state.get("log_images_every"), interval)
-        for name, default, key in (("input_key", 0, self.input_key), ("target_key", 1, self.target_key)):
+        differs("inplace", state.get("inplace"), mine["inplace"])
+        differs("log_images_every", state.get("log_images_every"), mine["log_images_every"])
+        for name, default in (("input_key", 0), ("target_key", 1)):
             # A (getter, setter) pair is recorded as None: functions cannot be compared across runs.
-            old_key, new_key = state.get(name, default), _key_record(key)
-            if old_key is not None and new_key is not None:
-                differs(name, old_key, new_key)
+            if state.get(name, default) is not None and mine[name] is not None:
+                differs(name, state.get(name, default), mine[name])
         if self.seed is None:
             self._resolved_seed = state.get("seed")
         else:
@@ -370,8 +369,9 @@ class CutMix(Algorithm):
 
     def _fit_start(self, state: State) -> None:
         if self.interpolate_loss:
-            smoothing = [type(a).__name__ for a in state.algorithms if type(a).__name__ == "LabelSmoothing"]
-            if smoothing:
+            from composer.algorithms import LabelSmoothing  # only for this check: not at import time
+
+            if any(isinstance(a, LabelSmoothing) for a in state.algorithms):
                 # LabelSmoothing smooths the batch's targets only; the second loss term would use
                 # the unsmoothed permuted labels, so only λ of the loss would be smoothed.
                 raise ValueError(

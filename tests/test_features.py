@@ -277,20 +277,17 @@ def test_interpolate_loss_refuses_label_smoothing(cutmix_first: bool) -> None:
     """LabelSmoothing would smooth only the λ term of the two-term loss: refused at fit start."""
     from composer.algorithms import LabelSmoothing
 
-    model = _Linear()
-    algos = [CutMix(interpolate_loss=True), LabelSmoothing(smoothing=0.3)]
-    trainer = Trainer(model=model, train_dataloader=DataLoader(_data(), batch_size=8),
-                      algorithms=algos if cutmix_first else algos[::-1],
-                      optimizers=torch.optim.SGD(model.parameters(), lr=0.0), device="cpu",
-                      progress_bar=False, seed=2, max_duration="1ba")
+    def fit(cutmix: CutMix) -> None:
+        model = _Linear()
+        algos = [cutmix, LabelSmoothing(smoothing=0.3)]
+        Trainer(model=model, train_dataloader=DataLoader(_data(), batch_size=8),
+                algorithms=algos if cutmix_first else algos[::-1],
+                optimizers=torch.optim.SGD(model.parameters(), lr=0.0), device="cpu",
+                progress_bar=False, seed=2, max_duration="1ba").fit()
+
     with pytest.raises(ValueError, match="interpolate_loss=True.*LabelSmoothing"):
-        trainer.fit()
-    # The dense-target default trains with it.
-    trainer = Trainer(model=model, train_dataloader=DataLoader(_data(), batch_size=8),
-                        algorithms=[CutMix(), LabelSmoothing(smoothing=0.3)],
-                        optimizers=torch.optim.SGD(model.parameters(), lr=0.0), device="cpu",
-                        progress_bar=False, seed=2, max_duration="1ba")
-    trainer.fit()
+        fit(CutMix(interpolate_loss=True))
+    fit(CutMix())  # the dense-target default trains with it
 
 
 def test_mixup_switching_draws_both_and_logs_which() -> None:

@@ -323,12 +323,8 @@ def test_derive_generator_distinct_keys_give_distinct_streams(keys_a, keys_b):
 
 def test_the_key_table_holds_as_its_docstring_says():
     """Online rank r and the writer's epoch r draw alike (same key form); the other rows differ."""
-    def params(generator):
-        p = sample_params(8, 32, 32, 1.0, generator)
-        return p.lam, p.box, p.perm.tolist()
-
     for rank, batch in [(0, 0), (1, 5), (3, 2)]:
-        assert params(online_generator(7, rank, batch)) == params(writer_batch_generator(7, rank, batch))
+        assert _draw(online_generator(7, rank, batch), 2) == _draw(writer_batch_generator(7, rank, batch), 2)
     batch_draw = _draw(writer_batch_generator(7, 0, 0), 2)
     others = [epoch_order_generator(7, 0), online_generator(7, 0, 0, AUGMENT_STREAM), verify_generator(),
               writer_batch_generator(7, 0, 1), writer_batch_generator(8, 0, 0)]
