@@ -11,6 +11,7 @@ permuted batch, and so does MixUp.
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -50,6 +51,30 @@ __all__ = [
 ]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+#: Channel counts an image batch usually has; a 4-D input with one of these last and at least
+#: ``_MIN_SIDE`` at dims 1 and 2 is most likely channels-last ``(N, H, W, C)`` images passed where
+#: ``(N, C, H, W)`` is read.
+_CHANNEL_COUNTS = (1, 3, 4)
+_MIN_SIDE = 8
+_warned_shapes: set[tuple[int, ...]] = set()
+
+
+def _warn_if_channels_last(input: torch.Tensor) -> None:
+    shape = tuple(input.shape)
+    if len(shape) != 4 or shape[-1] not in _CHANNEL_COUNTS or min(shape[1], shape[2]) < _MIN_SIDE:
+        return
+    if shape in _warned_shapes:
+        return
+    _warned_shapes.add(shape)
+    warnings.warn(
+        f"input has shape {shape}, which looks channels-last (N, H, W, C); CutMix reads images as "
+        f"(N, C, H, W) and cuts its box over the last two dims, here {shape[2]} x {shape[3]}. "
+        "If these are (N, H, W, C) images, pass input.permute(0, 3, 1, 2) (a view; "
+        "torch.channels_last memory format is fine). Warned once per shape.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 class CutMixOutput(NamedTuple):
@@ -308,7 +333,11 @@ def mix_targets(
 
 
 def check_input(input: object) -> torch.Tensor:
-    """Return ``input`` if it is a batch CutMix can mix in place, else raise ``ValueError``."""
+    """Return ``input`` if it is a batch CutMix can mix in place, else raise ``ValueError``.
+
+    Warns once per shape when a 4-D ``input`` looks channels-last (its last dim 1, 3 or 4, dims 1
+    and 2 at least 8), since CutMix would then cut its box across width and channels.
+    """
     if not isinstance(input, torch.Tensor):
         raise ValueError(f"input must be a torch.Tensor, got {type(input).__name__}")
     if input.ndim not in (4, 5):
@@ -327,6 +356,7 @@ def check_input(input: object) -> torch.Tensor:
             "input requires grad: CutMix mixes the input in place, which autograd does not allow "
             "here; pass input.detach() (or input.detach().clone() to keep the original)"
         )
+    _warn_if_channels_last(input)
     return input
 
 
@@ -419,7 +449,8 @@ def cutmix_batch(
     Args:
         input: ``(N, C, H, W)`` images or ``(N, C, T, H, W)`` videos (one box for every frame);
             float32/float16/bfloat16/float64 or uint8, any memory format. Written in place;
-            must not require grad.
+            must not require grad. A 4-D shape that looks channels-last (last dim 1, 3 or 4,
+            dims 1 and 2 at least 8) is mixed as given, with a warning once per shape.
         target: int labels ``(N,)`` (needs ``num_classes``), dense float ``(N, K)``, or a map whose
             last two dims are the input's H x W (segmentation; pasted, not interpolated). ``None``
             mixes the input alone.

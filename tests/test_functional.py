@@ -423,6 +423,28 @@ def test_bad_input_leaves_the_batch_alone():
     assert torch.equal(x, orig)
 
 
+def test_a_channels_last_shape_is_warned_about_once_and_mixed_as_given():
+    """(N, H, W, C) passed as (N, C, H, W) would cut the box across width and channels: say so."""
+    import warnings
+
+    x = random_batch((4, 16, 16, 3), torch.float32, 9)
+    expected = x.clone()
+    paste_box_(expected, (2, 0, 10, 2), torch.roll(torch.arange(4), 1))
+    with pytest.warns(UserWarning, match=r"\(4, 16, 16, 3\).*channels-last.*permute\(0, 3, 1, 2\)"):
+        cutmix_batch(x, box=(2, 0, 10, 2), perm=torch.roll(torch.arange(4), 1))
+    assert torch.equal(x, expected)  # mixed as given, not reinterpreted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cutmix_batch(x.clone(), box=(2, 0, 10, 2), perm=torch.arange(4))  # once per shape
+        for shape in [(4, 3, 16, 16), (4, 1, 28, 28), (4, 3, 16, 3), (4, 16, 16, 5), (4, 2, 31, 3)]:
+            cutmix_batch(random_batch(shape, torch.float32, 1), box=(0, 0, 1, 1), perm=torch.arange(4))
+    # The memory format is not the shape: a channels_last NCHW batch is not warned about.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = random_batch((4, 3, 9, 9), torch.float32, 2).to(memory_format=torch.channels_last)
+        cutmix_batch(y, box=(0, 0, 2, 2), perm=torch.arange(4))
+
+
 # ----------------------------------------------------------------------------------------------
 # CUDA: no host syncs, and the same numbers as on the CPU.
 
