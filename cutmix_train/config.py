@@ -234,7 +234,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         Recipe: the typed, validated recipe.
 
     Raises:
-        RecipeError: naming the file or the key, if the file is missing or not a YAML mapping, a
+        RecipeError: naming the file or the key, if the file is missing, empty or not a YAML mapping, a
             key is unknown, a value has the wrong type, or :func:`validate` rejects a value.
 
     Example:
@@ -252,6 +252,11 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(f"{path}: not valid YAML: {e}") from None
     if not OmegaConf.is_dict(loaded):
         raise RecipeError(f"{path}: a recipe must be a YAML mapping of sections")
+    if len(loaded) == 0:  # an empty (or truncated) file would train every default in silence
+        raise RecipeError(
+            f"{path}: the recipe is empty; expected a YAML mapping of sections such as name, model, "
+            "data and train (recipes/demo.yaml is an example)"
+        )
     try:
         merged = OmegaConf.merge(schema, loaded)
     except OmegaConfBaseException as e:

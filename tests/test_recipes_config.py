@@ -108,6 +108,28 @@ def test_missing_recipe_file_is_named(tmp_path: Path) -> None:
     assert str(missing) in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", "the recipe is empty"),
+        ("# only a comment\n", "the recipe is empty"),
+        ("{}\n", "the recipe is empty"),
+        ("- a\n- b\n", "a recipe must be a YAML mapping"),
+        ("name: [x\n", "not valid YAML"),
+        ("name: a\ntrain: {}\ntrain: {}\n", "duplicate key train"),
+    ],
+)
+def test_an_empty_or_malformed_recipe_file_is_refused_naming_it(tmp_path: Path, text: str, expected: str) -> None:
+    """An empty or truncated file must not train every default in silence."""
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError, match=re.escape(expected)):
+        load_recipe(path)
+    result = CliRunner().invoke(main, [str(path), "--dry-run"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert str(path) in result.output and expected in result.output and "Traceback" not in result.output
+
+
 def test_missing_cifar_folder_is_named_before_training(tmp_path: Path) -> None:
     root = tmp_path / "no-cifar-here"
     args = [str(RECIPES / "cifar10_resnet20_cutmix.yaml"), f"data.root={root}", "checkpoint.autoresume=false"]
