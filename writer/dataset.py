@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -636,6 +637,19 @@ class PremixedDataset(StreamingDataset):
             return False
         return all(os.path.isfile(os.path.join(shard.dirname, shard.split, shard.raw_data.basename))
                    for shard in self.shards)
+
+    def on_exception(self, future: Future) -> None:
+        """Streaming's done-callback for its threads, quiet for a corrupt shard.
+
+        Streaming re-raises a thread's exception inside the callback, where ``concurrent.futures``
+        logs it with a traceback. A corrupt shard is recorded and raised by :meth:`__iter__` as
+        one clear error, so for it only the other threads are told to stop; any other exception
+        keeps streaming's traceback (:meth:`__iter__` then points at it).
+        """
+        if self._corrupt is not None and future.exception() is self._corrupt:
+            self._event.set()
+            return
+        super().on_exception(future)
 
     def _prepare_thread(self, it: _Iterator) -> None:
         """Streaming's download thread, which ends at once when there is nothing to download.
