@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,22 @@ def _emit(result: dict[str, Any], summary: Path | None) -> None:
         _write_atomically(summary, line + "\n")
     sys.stderr.flush()
     click.echo(line)
+
+
+def _without_worker_traceback(error: Exception) -> str:
+    """``error``'s own message, also when a DataLoader worker raised it.
+
+    torch re-raises a worker's exception in the main process with the worker's whole traceback
+    as its message ("Caught X in DataLoader worker process N.\nOriginal Traceback ..."); the
+    error's own message is that traceback's last line, after ``module.X: ``.
+    """
+    text = str(error)
+    match = re.match(r"Caught \S+ in (DataLoader worker process \d+)\.\nOriginal Traceback", text)
+    if match is None:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    name = f"{type(error).__module__}.{type(error).__qualname__}: "
+    return f"{last[len(name):] if last.startswith(name) else last} (in {match.group(1)})"
 
 
 def _stored_summary(path: Path | None) -> dict[str, Any] | None:
@@ -259,7 +276,7 @@ def main(
         raise click.ClickException(f"checkpoint.save_folder: {e}") from None
     except WriterError as e:  # a shard found corrupt while training (hash, length or labels)
         trainer.close()
-        raise click.ClickException(f"data: {e}") from None
+        raise click.ClickException(f"data: {_without_worker_traceback(e)}") from None
     result = summarize(trainer, config, start=start, wall_seconds=time.perf_counter() - began, resumed=resumed)
     result["this_invocation"]["already_complete"] = False
     trainer.close()

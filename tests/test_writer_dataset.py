@@ -261,6 +261,48 @@ def test_a_shard_altered_in_the_remote_fails_its_hash_on_download(
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
 
 
+_READ_WITH_WORKERS = """
+import sys
+from torch.utils.data import DataLoader
+from writer import PremixedDataset
+from writer.dataset import CorruptShardError
+remote, local, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+dataset = PremixedDataset(remote=remote, local=local, batch_size=8)
+try:
+    for _ in DataLoader(dataset, batch_size=8, num_workers=workers):
+        pass
+except CorruptShardError as e:
+    print("corrupt:", str(e).rstrip().splitlines()[-1])
+    sys.exit(3)
+print("read it all")
+"""
+
+
+def test_a_shard_that_fails_its_hash_stops_every_worker_and_leaves_no_cached_copy(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """Streaming left the failed copy cached and the shard 'preparing': other workers waited
+    forever for it, and a second open took the cached copy (of the right size) as good."""
+    import subprocess
+    import sys
+
+    shard = dataset / "shard.00000.mds"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # Two DataLoader workers (before: one of them, at random, waited forever for the shard the
+    # other failed to download); then one process finds the cache as they left it.
+    for attempt, workers in enumerate([2, 0]):
+        run = subprocess.run([sys.executable, "-c", _READ_WITH_WORKERS, str(dataset), str(cache), str(workers)],
+                             capture_output=True, text=True, timeout=120, env=env)
+        assert run.returncode == 3, (attempt, run.stdout, run.stderr)
+        assert "shard.00000.mds" in run.stdout and "fails its xxh64 hash" in run.stdout
+        assert list(cache.glob("*/index.json")) and not list(cache.rglob("shard.00000.mds*"))
+    assert shard.read_bytes() == bytes(data)  # the remote itself is never touched
+
+
 def _descriptors() -> list[str]:
     links = []
     for fd in os.listdir("/proc/self/fd"):

@@ -488,7 +488,9 @@ class PremixedDataset(StreamingDataset):
         shard, so its state can be read without the lock, as streaming's own ``get_item`` reads
         and touches it (streaming is pinned: ``_shard_states`` is its internal).
         """
-        if not self.cache_limit and self._shard_states[shard_id] == _ShardState.LOCAL:
+        # blocking: a reader found the file missing (get_item, _read_rows): streaming's own path
+        # then fetches it again, as after a failed download (see _forget_failed_download).
+        if not blocking and not self.cache_limit and self._shard_states[shard_id] == _ShardState.LOCAL:
             self._shard_access_times[shard_id] = time.time_ns()
             return
         try:
@@ -496,6 +498,7 @@ class PremixedDataset(StreamingDataset):
         except ValueError as e:
             if "Checksum failure" not in str(e):
                 raise
+            self._forget_failed_download(shard_id)
             shard = self.shards[shard_id]
             name = (shard.zip_data or shard.raw_data).basename
             # Kept: in iteration this runs in streaming's download thread, and __iter__ reraises it.
@@ -503,6 +506,39 @@ class PremixedDataset(StreamingDataset):
                 f"shard {name} of {self._where} is corrupt: it fails its {self.streams[0].validate_hash} "
                 "hash after download")
             raise self._corrupt from None
+
+    def _forget_failed_download(self, shard_id: int) -> None:
+        """Undo what streaming leaves behind when a downloaded shard fails its hash.
+
+        Streaming raises with the failed copy still in the local cache and the shard still marked
+        as being prepared: every other worker waiting for that shard then waits forever (a
+        DataLoader with several workers hung), and a later open would take the cached copy, of
+        the right size, as a good local shard and read it unchecked. The copy is removed and the
+        shard marked local, which ends every wait for it (streaming's readiness thread waits for
+        "local" only); a reader then finds the file missing and, as streaming does for an evicted
+        shard, downloads it again under the lock and meets the same error itself. A later open
+        finds no file and downloads it.
+        """
+        stream = self.streams[self.stream_per_shard[shard_id]]
+        if stream.remote is None:
+            return  # nothing was downloaded: the files are the user's own
+        folder = os.path.join(stream.local, stream.split)
+        remote = os.path.join(stream.remote, stream.split)
+        if not is_remote(stream.remote) and os.path.realpath(folder) == os.path.realpath(remote):
+            return  # the cache is the remote itself: never delete the user's files
+        lock = self._cache_filelock
+        lock.acquire()
+        try:
+            for pair in self.shards[shard_id].file_pairs:
+                for info in pair:
+                    if info is not None:
+                        try:
+                            os.remove(os.path.join(folder, info.basename))
+                        except FileNotFoundError:
+                            pass
+            self._shard_states[shard_id] = _ShardState.LOCAL
+        finally:
+            lock.release()
 
     def _unreadable(self, name: str, index: int, error: Exception) -> CorruptShardError:
         if self._corrupt is not None:
