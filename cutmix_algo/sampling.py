@@ -106,14 +106,25 @@ class RowParams(NamedTuple):
     perm: torch.Tensor
 
 
+#: The largest alpha accepted: numpy's Beta sampler returns 0 instead of about 0.5 from roughly
+#: 9e307 on, so a larger alpha would silently act as alpha = 0 (Beta(1e300, 1e300) is 0.5).
+MAX_ALPHA = 1e300
+
+
 def check_alpha(alpha: float) -> float:
-    """Return ``alpha`` as a float, or raise ``ValueError`` if it is negative, NaN or infinite."""
+    """Return ``alpha`` as a float, or raise ``ValueError`` if it is negative, NaN, infinite or
+    above :data:`MAX_ALPHA` (where numpy's sampler breaks down)."""
     try:
         value = float(alpha)
     except (TypeError, ValueError):
         raise ValueError(f"alpha must be a number >= 0, got {alpha!r}") from None
     if math.isnan(value) or value < 0 or math.isinf(value):
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    if value > MAX_ALPHA:
+        raise ValueError(
+            f"alpha must be at most {MAX_ALPHA:g} (Beta(alpha, alpha) is 0.5 there; numpy's sampler "
+            f"returns 0 for larger values), got {alpha!r}"
+        )
     return value
 
 

@@ -13,6 +13,7 @@ summary stored when it finished, with exit status 0.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -226,6 +227,12 @@ def main(
         raise click.ClickException(str(e)) from None
     except WriterError as e:
         raise click.ClickException(f"data: {e}") from None
+    except OSError as e:  # Composer creating a checkpoint or logging folder it cannot
+        if isinstance(e, io.UnsupportedOperation):  # not a path: a stream without fileno()
+            raise
+        raise click.ClickException(
+            f"cannot create the run's outputs (checkpoint.save_folder, logging.*): {e}"
+        ) from None
     if dry_run:
         trainer.close()
         click.echo("recipe OK: trainer built", err=True)

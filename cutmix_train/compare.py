@@ -101,13 +101,29 @@ def parse_variant(spec: str) -> Variant:
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"{spec!r}: override {item!r} is not key=value")
+        check_not_run_owned(item, spec)
     return Variant(name, overrides)
+
+
+#: Keys compare sets for every run itself (see :func:`run_overrides`).
+RUN_OWNED = ("seed", "run_name")
+
+
+def check_not_run_owned(item: str, where: str) -> None:
+    """Refuse an override of a key compare sets per run, which would be dropped without a word."""
+    key = item.partition("=")[0].strip()
+    if key in RUN_OWNED:
+        raise ValueError(
+            f"{where!r}: {key} is set by compare for every run (seeds 0..N-1, run name NAME-seedS) "
+            f"and cannot be overridden; use --seeds, or {{seed}} in another value"
+        )
 
 
 def run_overrides(common: Sequence[str], variant: Variant, seed: int) -> tuple[str, ...]:
     """The overrides of one run: defaults, the common ones, the variant's, then seed and run name.
 
-    ``{seed}`` in any value becomes ``seed``; the seed and run name come last and always win.
+    ``{seed}`` in any value becomes ``seed``; the seed and run name come last and always win
+    (``compare`` refuses them in a variant or the shared overrides: :func:`check_not_run_owned`).
     """
     items = [*_DEFAULTS, *common, *variant.overrides]
     expanded = [item.replace("{seed}", str(seed)) for item in items]
@@ -523,6 +539,10 @@ def compare(
     for item in overrides:
         if "=" not in item:
             raise click.BadParameter(f"{item!r} is not key.sub=value", param_hint="OVERRIDES")
+        try:
+            check_not_run_owned(item, item)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="OVERRIDES") from None
     seed_list = list(range(seeds))
     runs = [Run(v.name, s, run_overrides(overrides, v, s)) for v in variants for s in seed_list]
     # Every run's recipe is checked before any trains: a bad variant fails now, by name.

@@ -9,9 +9,11 @@ by the data builders, still before the Trainer exists.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -268,6 +270,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as e:
             raise RecipeError(_omegaconf_message(f"override {item!r}", e)) from None
+        except yaml.YAMLError as e:  # the value is parsed as YAML: "[1", an unknown !!tag
+            message = " ".join(str(e).split())
+            raise RecipeError(f"override {item!r}: its value is not valid YAML: {message}") from None
     try:
         recipe = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:  # a missing mandatory value, say
@@ -292,6 +297,8 @@ def _check_not_through_a_file(key: str, value: str | None) -> None:
         folder = folder.parent
     if folder.exists() and not folder.is_dir():
         raise RecipeError(f"{key}: {folder} is a file, not a folder (on the way to {value})")
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise RecipeError(f"{key}: cannot write {value}: {folder} is not writable by this user")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

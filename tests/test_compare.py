@@ -79,11 +79,13 @@ def test_statistics_refuse_what_has_no_interval(call, message: str) -> None:
 
 
 def test_parse_variant_splits_overrides_but_not_list_values() -> None:
-    v = parse_variant("cm:algorithms.cutmix.enabled=true,scheduler.milestones=[0.5dur,0.75dur],seed=3")
-    assert v == Variant("cm", ("algorithms.cutmix.enabled=true", "scheduler.milestones=[0.5dur,0.75dur]", "seed=3"))
+    v = parse_variant("cm:algorithms.cutmix.enabled=true,scheduler.milestones=[0.5dur,0.75dur],train.batch_size=3")
+    assert v == Variant(
+        "cm", ("algorithms.cutmix.enabled=true", "scheduler.milestones=[0.5dur,0.75dur]", "train.batch_size=3")
+    )
     assert parse_variant("baseline") == Variant("baseline", ())
     assert parse_variant("baseline:") == Variant("baseline", ())
-    for bad in (":a=1", "bad name:a=1", "x/y", "v:novalue"):
+    for bad in (":a=1", "bad name:a=1", "x/y", "v:novalue", "v:seed=3", "v:a=1,run_name=x"):
         with pytest.raises(ValueError):
             parse_variant(bad)
 
@@ -218,8 +220,10 @@ def test_a_failing_run_fails_the_comparison_by_name(tmp_path: Path) -> None:
     ("variants", "message"),
     [
         (("only",), "at least two variants"),
-        (("a", "a:seed=1"), "repeated: a"),
-        (("a", "b c:seed=1"), "expected NAME"),
+        (("a", "a:train.batch_size=1"), "repeated: a"),
+        (("a", "b c:train.batch_size=1"), "expected NAME"),
+        (("a", "b:seed=5"), "seed is set by compare for every run"),
+        (("a", "b:data.mean=[1"), "its value is not valid YAML"),
         (("a", "b:no.such.key=1"), "variant b (seed 0): "),
         (("a", "b:data.train_per_class=0"), "data.train_per_class: must be > 0"),
     ],

@@ -130,6 +130,31 @@ def test_an_empty_or_malformed_recipe_file_is_refused_naming_it(tmp_path: Path, 
     assert str(path) in result.output and expected in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("override", ["data.mean=[1", 'name="abc', "name=!!python/object/apply:os.system [x]"])
+def test_an_override_whose_value_is_not_yaml_is_a_one_line_error(override: str) -> None:
+    with pytest.raises(RecipeError, match=re.escape(f"override {override!r}: its value is not valid YAML")):
+        load_recipe(RECIPES / "demo.yaml", [override])
+    result = CliRunner().invoke(main, [str(RECIPES / "demo.yaml"), "--dry-run", override])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "not valid YAML" in result.output and "Traceback" not in result.output
+
+
+def test_an_output_folder_that_cannot_be_created_is_a_one_line_error() -> None:
+    """Composer creates the checkpoint folder while the Trainer is built; its OSError was a
+    traceback. (Run as a process: the CLI's real stdout and stderr.)"""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "cutmix_train.cli", str(RECIPES / "demo.yaml"), "--dry-run",
+         "checkpoint.save_folder=/proc/no-such-folder/ck", "logging.progress_bar=false"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert "Error: cannot create the run's outputs" in run.stderr and "/proc/no-such-folder" in run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+
+
 def test_missing_cifar_folder_is_named_before_training(tmp_path: Path) -> None:
     root = tmp_path / "no-cifar-here"
     args = [str(RECIPES / "cifar10_resnet20_cutmix.yaml"), f"data.root={root}", "checkpoint.autoresume=false"]

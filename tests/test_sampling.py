@@ -262,7 +262,16 @@ def test_kept_fraction_and_check_box():
             check_box(bad, 4, 6)
 
 
-@pytest.mark.parametrize("alpha", [-0.5, float("nan"), float("inf"), "one", None])
+def test_the_largest_accepted_alpha_still_draws_about_a_half():
+    """Above MAX_ALPHA numpy's Beta sampler gives 0, which would act as alpha = 0 in silence."""
+    from cutmix_algo.sampling import MAX_ALPHA
+
+    assert abs(sample_lam(MAX_ALPHA, torch.Generator().manual_seed(0)) - 0.5) < 1e-6
+    with pytest.raises(ValueError, match="alpha must be at most"):
+        sample_lam(1e308, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("alpha", [-0.5, float("nan"), float("inf"), 1e308, "one", None])
 def test_sample_lam_rejects_bad_alpha(alpha):
     with pytest.raises(ValueError, match="alpha"):
         sample_lam(alpha, torch.Generator().manual_seed(0))

@@ -180,6 +180,9 @@ def test_clear_removes_the_index_before_anything_else(tmp_path: Path,
         (("--epochs", str(2**31), "--num-groups", "1000", "--group", "999"), "--epochs"),
         (("--num-classes", "10"), "--source"),  # mds: only
         (("--timeout", "0"), "--timeout"),
+        (("--timeout", "nan"), "--timeout"),  # click's FloatRange lets NaN through
+        (("--timeout", "inf"), "--timeout"),
+        (("--alpha", "1e308"), "--alpha"),  # numpy's Beta gives 0 there: alpha 0 in silence
     ],
 )
 def test_bad_write_flags_are_click_errors(cifar_root: Path, tmp_path: Path, args: tuple,

@@ -61,6 +61,19 @@ def test_class_names_with_dollars_are_drawn_as_text(cifar_root: Path, tmp_path: 
     failed(run("preview", out, "--out", tmp_path / "missing" / "grid.png"), "--out")
 
 
+def test_a_preview_into_the_dataset_or_not_named_png_is_refused(cifar_root: Path, tmp_path: Path) -> None:
+    """--out index.json overwrote the dataset's index with a PNG, and exited 0."""
+    out = tmp_path / "out"
+    write(cifar_root, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for png in (out / "index.json", out / "grid.png", out / "sub" / ".." / "x.png", tmp_path / "grid.jpg"):
+        failed(run("preview", out, "--out", png), "--out")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not (tmp_path / "grid.jpg").exists()
+    result = run("verify", out, "--sample", "nan")  # click's FloatRange lets NaN through
+    failed(result, "--sample")
+
+
 def test_a_bad_dataset_raises_preview_error_not_verify_error(cifar_root: Path, tmp_path: Path) -> None:
     from writer.errors import WriterError
     from writer.preview import PreviewError

@@ -11,6 +11,8 @@ transformers, which would make ``--help`` and flag errors take seconds.
 
 from __future__ import annotations
 
+import math
+import os
 import signal
 from typing import Any
 
@@ -28,7 +30,7 @@ from writer.preview import render_preview
 from writer.scratch import sweep_stale
 from writer.sources import SPLITS, ImageSet, SourceError, open_source, source_locations
 from writer.store import DEFAULT_TIMEOUT, Destination, DestinationError, check_out
-from writer.uri import join_uri
+from writer.uri import is_remote, join_uri
 from writer.verify import (
     recorded_args,
     recorded_mds_options,
@@ -120,6 +122,13 @@ class _Main(click.Group):
             raise click.ClickException(str(e)) from None
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    # click's FloatRange lets NaN through (it fails every comparison) and takes inf.
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Pre-mix image datasets with CutMix into byte-reproducible MDS shards."""
@@ -164,7 +173,8 @@ def main() -> None:
               help="Which group to write, into OUT/group-I.")
 @click.option("--retry", type=click.IntRange(min=1, max=10), default=2, show_default=True,
               help="Attempts per upload; each retry is reported.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT,
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True, max=86400), default=DEFAULT_TIMEOUT,
+              callback=_finite,
               show_default=True, help="s3://: seconds to wait to connect and for each read.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def write(source: str, split: str, out: str, alpha: float, batch_size: int, epochs: int,
@@ -267,7 +277,7 @@ def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epo
               "recompute pixels (only digits is loaded unasked) [default: none].")
 @click.option("--split", type=click.Choice(SPLITS), default=None,
               help="Its split [default: the manifest's].")
-@click.option("--sample", type=click.FloatRange(0, 1, min_open=True), default=1.0,
+@click.option("--sample", type=click.FloatRange(0, 1, min_open=True), default=1.0, callback=_finite,
               show_default=True, help="Fraction of samples to check, in (0, 1].")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 def verify(out: str, source: str | None, split: str | None, sample: float, progress: bool) -> None:
@@ -300,11 +310,26 @@ def verify(out: str, source: str | None, split: str | None, sample: float, progr
               help="Samples to draw, spread over the epochs and batches.")
 def preview(out: str, png: str, n: int) -> None:
     """Draw N samples of OUT in a PNG grid: box outlined, base and patch classes with weights."""
+    _check_preview_path(out, png)
     try:
         drawn = render_preview(out, png, n)
     except OSError as e:
         raise click.ClickException(f"cannot write --out {png}: {e}") from None
     click.echo(f"drew {len(drawn)} samples to {png}")
+
+
+def _check_preview_path(out: str, png: str) -> None:
+    # A PNG written into the dataset could replace its index.json or a shard, and any extra file
+    # there makes a later --overwrite refuse the folder.
+    if not png.lower().endswith(".png"):
+        raise click.BadParameter(f"{png!r} does not end in .png; preview writes a PNG file", param_hint="'--out'")
+    if is_remote(out):
+        return
+    target, dataset = os.path.realpath(png), os.path.realpath(out)
+    if os.path.commonpath([target, dataset]) == dataset:
+        raise click.BadParameter(
+            f"{png} is inside the dataset {out}; write the preview outside it", param_hint="'--out'"
+        )
 
 
 @main.command()

@@ -325,7 +325,15 @@ def _is_hidden(path: Path) -> bool:
 
 def _class_folders(root: Path) -> list[str]:
     # Hidden folders (.ipynb_checkpoints, .git, …) are not classes.
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not _is_hidden(p))
+    return sorted(p.name for p in _listed(root) if p.is_dir() and not _is_hidden(p))
+
+
+def _listed(folder: Path) -> list[Path]:
+    # An unreadable folder is the source's fault, not OUT's: name it as a source error.
+    try:
+        return list(folder.iterdir())
+    except OSError as e:
+        raise SourceError(f"cannot list image folder {folder}: {e.strerror or e}") from None
 
 
 def _check_image_mode(mode: str, path: Path) -> None:
@@ -376,7 +384,7 @@ def load_imagefolder(root: str | Path, image_size: int | None = None) -> ImageSe
     images, labels = [], []
     for label, name in enumerate(classes):
         files = sorted(
-            p for p in (root / name).iterdir()
+            p for p in _listed(root / name)
             if p.is_file() and not _is_hidden(p) and p.suffix.lower() in _IMAGE_SUFFIXES
         )
         if not files:
