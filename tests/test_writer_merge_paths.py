@@ -92,6 +92,21 @@ def test_a_merged_root_is_kept_when_a_group_turns_out_unreadable(groups: Path, t
     assert (out / "index.json").is_file() and (out / "cutmix_manifest.json").is_file()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_a_group_with_a_truncated_or_missing_shard_is_refused(groups: Path, tmp_path: Path, damage: str) -> None:
+    """merge said "merged 2 groups" over a shard cut to 10 bytes; only verify caught it."""
+    out = tmp_path / "out"
+    shutil.copytree(groups, out)
+    shard = sorted((out / "group-1").glob("shard.*.mds"))[0]
+    if damage == "truncated":
+        shard.write_bytes(shard.read_bytes()[:10])
+        _refused(out, "group 1", f"{shard} has 10 bytes", "--group 1")
+    else:
+        shard.unlink()
+        _refused(out, "group 1", f"{shard} is missing", "--group 1")
+    assert not (out / "index.json").exists()
+
+
 def test_well_formed_groups_still_merge(groups: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     shutil.copytree(groups, out)

@@ -112,6 +112,18 @@ def test_imagefolder_mixed_sizes_need_image_size(tmp_path: Path) -> None:
     assert load_imagefolder(root, image_size=6).images.shape == (2, 6, 6, 3)
 
 
+def test_an_image_size_that_cannot_fit_in_memory_is_refused_before_decoding(tmp_path: Path) -> None:
+    """--image-size 100000 on two small images met the out-of-memory killer (23 GB, exit 137)."""
+    from writer.sources import _available_memory
+
+    root = _image_folder(tmp_path / "f", {"a": [(8, 8), (12, 10)]})
+    available = _available_memory()
+    assert available is not None  # Linux: /proc/meminfo
+    side = int((available / 6) ** 0.5) + 1  # 2 images x side^2 x 3 bytes, held twice: > available
+    with pytest.raises(SourceError, match=rf"--image-size {side}: 2 images of .* GiB available"):
+        load_imagefolder(root, image_size=side)
+
+
 def test_load_mds_reads_ndarray_and_png_columns(tmp_path: Path, cifar_root: Path) -> None:
     from streaming import MDSWriter
 

@@ -50,6 +50,25 @@ def _check_local_group(out: str, name: str) -> None:
                              "(the JSON its write published)")
 
 
+def _check_local_shard_sizes(out: str, name: str, group_index: dict, index: int) -> None:
+    """Refuse a local group whose shard files are missing or not the size its index records.
+
+    A stat per shard: the hashes are ``verify``'s to check. (Names were checked by check_layout.)
+    """
+    if is_remote(out):
+        return
+    for shard in group_index["shards"]:
+        info = shard.get("zip_data") or shard["raw_data"]
+        path = os.path.join(out, name, info["basename"])
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            raise MergeError(f"group {index}: shard {path} is missing; rewrite it with --group {index}") from None
+        if size != info["bytes"]:
+            raise MergeError(f"group {index}: shard {path} has {size} bytes, its index says {info['bytes']}: "
+                             f"the file is corrupt; rewrite it with --group {index}")
+
+
 def merge_groups(out: str, retry: int = 2) -> int:
     """Join ``OUT/group-0`` … ``OUT/group-{G-1}`` into one dataset at ``OUT``.
 
@@ -97,6 +116,7 @@ def merge_groups(out: str, retry: int = 2) -> int:
                 check_layout(manifest, group_index)
             except DatasetError as e:
                 raise MergeError(f"{join_uri(out, name)}: {e}") from None
+            _check_local_shard_sizes(out, name, group_index, index)
             group = manifest.get("group")
             if group is None or group.get("index") != index:
                 raise MergeError(f"{join_uri(out, name)} is not group {index}")

@@ -328,6 +328,31 @@ def _class_folders(root: Path) -> list[str]:
     return sorted(p.name for p in _listed(root) if p.is_dir() and not _is_hidden(p))
 
 
+def _available_memory() -> int | None:
+    """The kernel's estimate of memory available to a new process (``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_fits_in_memory(count: int, image_size: int) -> None:
+    # The resized images are held twice while they are stacked into one array: refuse a size
+    # that cannot fit before decoding anything, instead of meeting the out-of-memory killer.
+    need = 2 * count * image_size * image_size * 3
+    available = _available_memory()
+    if available is not None and need > available:
+        raise SourceError(
+            f"--image-size {image_size}: {count} images of {image_size} x {image_size} x 3 need "
+            f"about {need / 2**30:.1f} GiB of memory to load, more than the {available / 2**30:.1f} GiB "
+            "available; pass a smaller --image-size"
+        )
+
+
 def _listed(folder: Path) -> list[Path]:
     # An unreadable folder is the source's fault, not OUT's: name it as a source error.
     try:
@@ -381,8 +406,8 @@ def load_imagefolder(root: str | Path, image_size: int | None = None) -> ImageSe
     if not root.is_dir():
         raise SourceError(f"image folder not found: {root} is not a directory")
     classes = _class_folders(root)
-    images, labels = [], []
-    for label, name in enumerate(classes):
+    listed = []
+    for name in classes:
         files = sorted(
             p for p in _listed(root / name)
             if p.is_file() and not _is_hidden(p) and p.suffix.lower() in _IMAGE_SUFFIXES
@@ -393,6 +418,11 @@ def load_imagefolder(root: str | Path, image_size: int | None = None) -> ImageSe
                 f"{'/'.join(sorted(_IMAGE_SUFFIXES))} file in every class folder (an empty one "
                 "would be a class no image has); remove the folder or add its images"
             )
+        listed.append(files)
+    if image_size is not None:
+        _check_fits_in_memory(sum(map(len, listed)), image_size)
+    images, labels = [], []
+    for label, files in enumerate(listed):
         for path in files:
             try:
                 with _decoded_within_pixel_limit(f"image {path}"):
