@@ -697,7 +697,13 @@ class PremixedDataset(StreamingDataset):
             it.prepare_index = it.total
             it.on_exit()
             return
-        super()._prepare_thread(it)
+        try:
+            super()._prepare_thread(it)
+        except BaseException:
+            # Streaming's thread raises without saying it exited, and the epoch's end
+            # (_Iterator.exit) then waits for it forever: say so, then raise.
+            it.on_exit()
+            raise
 
     def _ready_thread(self, it: _Iterator) -> None:
         """Streaming's readiness thread, which marks every sample ready when all are local."""
@@ -705,7 +711,11 @@ class PremixedDataset(StreamingDataset):
             it.ready_index = it.total
             it.on_exit()
             return
-        super()._ready_thread(it)
+        try:
+            super()._ready_thread(it)
+        except BaseException:  # as in _prepare_thread
+            it.on_exit()
+            raise
 
     def _each_sample_id(self, it: _Iterator) -> Iterator[Any]:
         """Streaming's yield loop; for :class:`PremixedLoader`, a batch's ids at a time.
