@@ -36,7 +36,14 @@ from streaming.base.dataset import _Iterator, _ShardState
 from streaming.base.shared import SharedMemory
 
 from writer.errors import WriterError
-from writer.integrity import Layout, check_layout, check_merged_groups, distribution_rows, is_distribution
+from writer.integrity import (
+    Layout,
+    check_layout,
+    check_merged_groups,
+    distribution_rows,
+    is_distribution,
+    mismatched_local_shard,
+)
 from writer.manifest import INDEX_NAME, MANIFEST_NAME, read_manifest
 from writer.uri import fetch, is_remote, join_uri, member_path
 
@@ -398,14 +405,10 @@ class PremixedDataset(StreamingDataset):
         shards = index["shards"]
         if remote is None:
             validate_hash = None  # nothing is downloaded; sizes now, labels on read
-            for shard in shards:
-                stored = shard["zip_data"] or shard["raw_data"]
-                path = member_path(where, stored["basename"], f"{INDEX_NAME} shard")
-                size = os.path.getsize(path) if os.path.isfile(path) else None
-                if size != stored["bytes"]:
-                    found = "is missing" if size is None else f"has {size} bytes"
-                    raise CorruptShardError(f"shard {stored['basename']} of {where} is corrupt: it "
-                                            f"{found}, its index says {stored['bytes']}")
+            bad = mismatched_local_shard(where, shards)
+            if bad is not None:
+                raise CorruptShardError(f"shard {bad.basename} of {where} is corrupt: it "
+                                        f"{bad.found}, its index says {bad.recorded}")
         elif validate_hash is not None:
             for shard in shards:
                 stored = shard["zip_data"] or shard["raw_data"]

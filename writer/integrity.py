@@ -10,8 +10,10 @@ A merged root must also agree with the groups its index reads from.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -20,7 +22,7 @@ from writer.encode import ENCODINGS, column_encodings
 from writer.errors import WriterError
 from writer.manifest import INDEX_NAME, MANIFEST_NAME, PremixConfig
 from writer.premix import MODES, Schedule
-from writer.uri import UnsafeNameError, check_member
+from writer.uri import UnsafeNameError, check_member, member_path
 
 __all__ = [
     "DatasetError",
@@ -225,6 +227,37 @@ def _group(manifest: dict, schedule: Schedule) -> tuple[int, int] | None:
             raise DatasetError(f"{MANIFEST_NAME}: group.{key} is {shown(repr(group[key]))} but group "
                                f"{index} of {count} of this schedule has {value}")
     return schedule.first_sample(start), expected["num_samples"]
+
+
+class LocalShardMismatch(NamedTuple):
+    """A local shard file that is not what its index records (see :func:`mismatched_local_shard`)."""
+
+    basename: str
+    path: str
+    size: int | None  # None: missing
+    recorded: int
+
+    @property
+    def found(self) -> str:
+        return "is missing" if self.size is None else f"has {self.size} bytes"
+
+
+def mismatched_local_shard(folder: str, shards: list[dict]) -> LocalShardMismatch | None:
+    """The first shard of a local dataset whose file is missing or not its recorded size, else None.
+
+    One stat per shard (the file the index names: ``zip_data`` if compressed, else ``raw_data``);
+    hashes are ``verify``'s to check.
+
+    Raises:
+        UnsafeNameError: if a shard's name resolves outside ``folder``.
+    """
+    for shard in shards:
+        stored = shard["zip_data"] or shard["raw_data"]
+        path = member_path(folder, stored["basename"], f"{INDEX_NAME} shard")
+        size = os.path.getsize(path) if os.path.isfile(path) else None
+        if size != stored["bytes"]:
+            return LocalShardMismatch(stored["basename"], path, size, stored["bytes"])
+    return None
 
 
 def check_layout(manifest: object, index: object) -> Layout:

@@ -10,7 +10,7 @@ import os
 import tempfile
 
 from writer.errors import WriterError
-from writer.integrity import DatasetError, check_layout, strip_group
+from writer.integrity import DatasetError, check_layout, mismatched_local_shard, strip_group
 from writer.manifest import INDEX_NAME, MANIFEST_NAME, manifest_bytes
 from writer.store import Destination, DestinationError
 from writer.uri import UnsafeNameError, is_remote, join_uri, read_json
@@ -53,20 +53,20 @@ def _check_local_group(out: str, name: str) -> None:
 def _check_local_shard_sizes(out: str, name: str, group_index: dict, index: int) -> None:
     """Refuse a local group whose shard files are missing or not the size its index records.
 
-    A stat per shard: the hashes are ``verify``'s to check. (Names were checked by check_layout.)
+    The check a local dataset gets when it is opened (:func:`~writer.integrity.mismatched_local_shard`).
     """
     if is_remote(out):
         return
-    for shard in group_index["shards"]:
-        info = shard.get("zip_data") or shard["raw_data"]
-        path = os.path.join(out, name, info["basename"])
-        try:
-            size = os.stat(path).st_size
-        except FileNotFoundError:
-            raise MergeError(f"group {index}: shard {path} is missing; rewrite it with --group {index}") from None
-        if size != info["bytes"]:
-            raise MergeError(f"group {index}: shard {path} has {size} bytes, its index says {info['bytes']}: "
-                             f"the file is corrupt; rewrite it with --group {index}")
+    try:
+        bad = mismatched_local_shard(os.path.join(out, name), group_index["shards"])
+    except UnsafeNameError as e:
+        raise MergeError(f"group {index}: {e}") from None
+    if bad is None:
+        return
+    if bad.size is None:
+        raise MergeError(f"group {index}: shard {bad.path} is missing; rewrite it with --group {index}")
+    raise MergeError(f"group {index}: shard {bad.path} {bad.found}, its index says {bad.recorded}: "
+                     f"the file is corrupt; rewrite it with --group {index}")
 
 
 def merge_groups(out: str, retry: int = 2) -> int:
