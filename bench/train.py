@@ -128,10 +128,11 @@ def make_loader(num_images: int, batch_size: int, seed: int = 0) -> DataLoader:
 
 def write_premixed_shards(folder: str, num_images: int, batch_size: int, seed: int = 0) -> str:
     """Pre-mix CIFAR-shaped random images into raw MDS shards in ``folder`` (one epoch)."""
-    from writer.manifest import PremixConfig, build_manifest
-    from writer.sources import ImageSet
-    from writer.store import Destination
-    from writer.write import write_premixed
+    from writer.format.manifest import PremixConfig
+    from writer.pipeline.write import build_manifest
+    from writer.pipeline.sources import ImageSet
+    from writer.publish.store import Destination
+    from writer.pipeline.write import write_premixed
 
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8)

@@ -53,11 +53,12 @@ import numpy as np
 # One group's work as a subprocess: load the source, time write_premixed alone, print JSON.
 _GROUP_SCRIPT = """
 import json, sys, time
-from writer.manifest import PremixConfig, build_manifest
-from writer.premix import Schedule
-from writer.sources import open_source
-from writer.store import Destination
-from writer.write import write_premixed
+from writer.format.manifest import PremixConfig
+from writer.pipeline.write import build_manifest
+from writer.pipeline.premix import Schedule
+from writer.pipeline.sources import open_source
+from writer.publish.store import Destination
+from writer.pipeline.write import write_premixed
 
 def main():
     root, out, encoding, batch_size, epochs, groups, group = sys.argv[1:8]
@@ -126,9 +127,10 @@ def _streaming(source: object, out: str, *, encoding: str) -> float:
 
 def _ours(source: object, out: str, *, encoding: str, batch_size: int, epochs: int,
           workers: int) -> float:
-    from writer.manifest import PremixConfig, build_manifest
-    from writer.store import Destination
-    from writer.write import write_premixed
+    from writer.format.manifest import PremixConfig
+    from writer.pipeline.write import build_manifest
+    from writer.publish.store import Destination
+    from writer.pipeline.write import write_premixed
 
     config = PremixConfig(batch_size=batch_size, encoding=encoding, epochs=epochs)
     manifest = build_manifest(source, config, source_spec="bench", split="train")
@@ -178,7 +180,7 @@ def main() -> None:
 
     from op import BusyLoad
 
-    from writer.sources import load_cifar10
+    from writer.pipeline.sources import load_cifar10
 
     rows: list[tuple[str, str, int, int, float, str]] = []
     summary: list[str] = []

@@ -139,7 +139,7 @@ def _resolved(recipe: Path, overrides: Sequence[str]) -> str:
 def _train_images(trainer: Any, config: Any) -> int:
     """Images per pass over the training source: the unit of the eval history's epochs."""
     if config.data.dataset == "premixed":
-        from writer.dataset import read_manifest
+        from writer.read.dataset import read_manifest
 
         manifest = read_manifest(config.data.remote or config.data.local)
         return int(manifest["source"]["num_images"])

@@ -48,7 +48,7 @@ def write_subset_source(out: Path, per_class: int, seed: int) -> int:
     from streaming import MDSWriter
 
     from cutmix_train.data import train_subset
-    from writer.sources import load_digits
+    from writer.pipeline.sources import load_digits
 
     subset = train_subset(load_digits("train"), per_class, seed)
     if out.exists():

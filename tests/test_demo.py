@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from cutmix_train.data import train_subset
 from cutmix_train.demo import main, write_subset_source
-from writer.sources import load_digits, open_source
+from writer.pipeline.sources import load_digits, open_source
 
 LOWDATA = Path(__file__).resolve().parents[1] / "recipes" / "digits_lowdata.yaml"
 

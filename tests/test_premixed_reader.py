@@ -20,7 +20,7 @@ from test_writer_cli import read_samples, write
 from cutmix_train.config import DataConfig
 from cutmix_train.data import _premixed_loader
 from writer import PremixedDataset
-from writer.dataset import CorruptShardError, _FixedRowDecoder, _OpenShards
+from writer.read.dataset import CorruptShardError, _FixedRowDecoder, _OpenShards
 
 
 @pytest.fixture(autouse=True)
@@ -176,7 +176,7 @@ def test_open_shards_beyond_the_descriptor_limit_still_read_right(cifar_root: Pa
     ],
 )
 def test_the_per_sample_label_check_refuses_what_is_not_a_distribution(values: list[float], ok: bool) -> None:
-    from writer.integrity import is_distribution
+    from writer.format.checks import is_distribution
 
     label = np.array(values, dtype=np.float32)
     assert is_distribution(label, 3) is ok
@@ -225,7 +225,7 @@ def _per_sample_loader(out: Path, batch_size: int, drop_last: bool = True, **kwa
 
 
 def _batched_loader(out: Path, batch_size: int, drop_last: bool = True, **kwargs: object):  # noqa: ANN202
-    from writer.dataset import PremixedLoader
+    from writer.read.dataset import PremixedLoader
 
     clean_stale_shared_memory()
     loader_kwargs = {k: kwargs.pop(k) for k in ("num_workers",) if k in kwargs}
@@ -272,7 +272,7 @@ def test_the_batch_loader_with_workers_matches_streamings(dataset: Path) -> None
 
 
 def test_the_batch_loader_resumes_mid_epoch_from_streamings_state(dataset: Path) -> None:
-    from writer.dataset import PremixedLoader
+    from writer.read.dataset import PremixedLoader
 
     full = list(_per_sample_loader(dataset, 8))
     expected_loader = _per_sample_loader(dataset, 8)
@@ -290,7 +290,7 @@ def test_the_batch_loader_resumes_mid_epoch_from_streamings_state(dataset: Path)
 
 
 def test_the_batch_loader_downloads_a_remote_dataset_as_streaming_does(dataset: Path, tmp_path: Path) -> None:
-    from writer.dataset import PremixedLoader
+    from writer.read.dataset import PremixedLoader
 
     expected = list(_per_sample_loader(dataset, 10))
     clean_stale_shared_memory()
@@ -396,7 +396,7 @@ def test_a_shard_cut_short_after_opening_is_named_in_a_batch_read(dataset: Path)
 def test_the_batch_loader_refuses_what_it_decides(dataset: Path) -> None:
     from torch.utils.data import TensorDataset
 
-    from writer.dataset import PremixedLoader
+    from writer.read.dataset import PremixedLoader
 
     ds = PremixedDataset(local=str(dataset), batch_size=4)
     with pytest.raises(TypeError, match="dataset: PremixedLoader reads a PremixedDataset, got TensorDataset"):

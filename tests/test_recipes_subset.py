@@ -9,7 +9,7 @@ import pytest
 
 from cutmix_train.config import RecipeError, load_recipe
 from cutmix_train.data import build_data, stratified_subset, train_subset
-from writer.sources import load_digits
+from writer.pipeline.sources import load_digits
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

@@ -18,8 +18,8 @@ from PIL import Image
 
 from cutmix_algo.sampling import EXACT_SUM_ROWS, Box, kept_fraction, label_lam
 from writer.cli import main
-from writer.sources import load_cifar10
-from writer.store import Destination
+from writer.pipeline.sources import load_cifar10
+from writer.publish.store import Destination
 
 
 def run(*args: object) -> Result:

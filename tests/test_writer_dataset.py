@@ -1,4 +1,4 @@
-"""writer.dataset: PremixedDataset yields (image, label) tensors and resumes mid-epoch."""
+"""writer.read.dataset: PremixedDataset yields (image, label) tensors and resumes mid-epoch."""
 
 from __future__ import annotations
 
@@ -193,7 +193,7 @@ def _tampered_label(dataset: Path, out: Path, position: int) -> None:
 
 
 def test_a_nan_label_stops_reading_with_the_shard_named(dataset: Path, tmp_path: Path) -> None:
-    from writer.dataset import CorruptShardError
+    from writer.read.dataset import CorruptShardError
 
     _tampered_label(dataset, tmp_path / "nan", 30)
     ds = PremixedDataset(local=str(tmp_path / "nan"), batch_size=8)
@@ -210,7 +210,7 @@ def test_a_shard_short_of_a_row_is_named_as_corrupt_whatever_the_epoch_size(cifa
     import json
     import struct
 
-    from writer.dataset import CorruptShardError
+    from writer.read.dataset import CorruptShardError
 
     out = tmp_path / "many"
     write(cifar_root, out, "--epochs", 2, "--size-limit", 20000)  # 200 samples, a few per shard
@@ -235,7 +235,7 @@ def test_a_shard_short_of_a_row_is_named_as_corrupt_whatever_the_epoch_size(cifa
 
 
 def test_a_truncated_local_shard_is_named_at_open(dataset: Path) -> None:
-    from writer.dataset import CorruptShardError
+    from writer.read.dataset import CorruptShardError
 
     shard = dataset / "shard.00000.mds"
     shard.write_bytes(shard.read_bytes()[:-100])
@@ -246,7 +246,7 @@ def test_a_truncated_local_shard_is_named_at_open(dataset: Path) -> None:
 def test_a_shard_altered_in_the_remote_fails_its_hash_on_download(
     dataset: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from writer.dataset import CorruptShardError
+    from writer.read.dataset import CorruptShardError
 
     shard = dataset / "shard.00000.mds"
     data = bytearray(shard.read_bytes())
@@ -265,7 +265,7 @@ _READ_WITH_WORKERS = """
 import sys
 from torch.utils.data import DataLoader
 from writer import PremixedDataset
-from writer.dataset import CorruptShardError
+from writer.read.dataset import CorruptShardError
 remote, local, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
 dataset = PremixedDataset(remote=remote, local=local, batch_size=8)
 try:
@@ -315,7 +315,7 @@ def _descriptors() -> list[str]:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 def test_close_releases_the_shared_memory_streaming_kept_until_exit(dataset: Path) -> None:
-    from writer.dataset import _shared_blocks
+    from writer.read.dataset import _shared_blocks
 
     with PremixedDataset(local=str(dataset), batch_size=8) as ds:
         names = ["/dev/shm/" + block.shm.name.lstrip("/") for block in _shared_blocks(ds)]
@@ -351,7 +351,7 @@ def _drop_a_copy(data: bytes) -> None:
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm")
 def test_a_workers_copy_leaves_the_shared_memory_to_its_owner(dataset: Path) -> None:
-    from writer.dataset import _shared_blocks
+    from writer.read.dataset import _shared_blocks
 
     with PremixedDataset(local=str(dataset), batch_size=8) as ds:
         names = ["/dev/shm/" + block.shm.name.lstrip("/") for block in _shared_blocks(ds)]

@@ -1,4 +1,4 @@
-"""writer.manifest and writer.errors: the one manifest reader, streaming's index name, WriterError."""
+"""writer.format.manifest and writer.errors: the one manifest reader, streaming's index name, WriterError."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from writer.errors import ManifestError, ManifestNotFoundError, WriterError
-from writer.manifest import INDEX_NAME, MANIFEST_NAME, PremixConfig, config_from_manifest, read_manifest
+from writer.format.manifest import INDEX_NAME, MANIFEST_NAME, PremixConfig, config_from_manifest, read_manifest
 
 
 def test_index_name_is_streamings() -> None:
@@ -20,7 +20,7 @@ def test_index_name_is_streamings() -> None:
 
 def test_read_manifest_is_the_one_reader(tmp_path: Path) -> None:
     import writer
-    from writer import dataset
+    from writer.read import dataset
 
     assert writer.read_manifest is read_manifest and dataset.read_manifest is read_manifest
     with pytest.raises(ManifestNotFoundError, match=MANIFEST_NAME) as missing:
@@ -35,14 +35,14 @@ def test_read_manifest_is_the_one_reader(tmp_path: Path) -> None:
 
 
 def test_every_specific_writer_error_is_a_writer_error_and_keeps_its_old_base() -> None:
-    from writer.dataset import CorruptShardError
-    from writer.integrity import DatasetError
-    from writer.merge import MergeError
-    from writer.preview import PreviewError
-    from writer.sources import SourceError
-    from writer.store import DestinationError
-    from writer.uri import UnsafeNameError
-    from writer.verify import VerifyError
+    from writer.read.dataset import CorruptShardError
+    from writer.format.checks import DatasetError
+    from writer.publish.merge import MergeError
+    from writer.audit.preview import PreviewError
+    from writer.pipeline.sources import SourceError
+    from writer.publish.store import DestinationError
+    from writer.format.names import UnsafeNameError
+    from writer.audit.verify import VerifyError
 
     for error, old in ((SourceError, ValueError), (DatasetError, ValueError),
                        (VerifyError, DatasetError), (UnsafeNameError, ValueError),

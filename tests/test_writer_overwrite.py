@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from test_writer_cli import failed, files, ok, run, write
 
-from writer import store
-from writer.store import CLAIM_NAME, Destination, DestinationError, check_out
+from writer.publish import store
+from writer.publish.store import CLAIM_NAME, Destination, DestinationError, check_out
 
 
 def _boto(moto_endpoint: str):  # noqa: ANN202

@@ -1,4 +1,4 @@
-"""writer.premix, writer.encode: the schedule, the mixing through cutmix_algo and the MDS row
+"""writer.pipeline.premix, writer.pipeline.encode: the schedule, the mixing through cutmix_algo and the MDS row
 encoding (the pool and the shards: test_writer_shards.py)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from cutmix_algo.sampling import EXACT_SUM_ROWS, ORDER_KEY, derive_generator, kept_fraction, label_lam, sample_params
-from writer.encode import column_encodings, encode_rows
-from writer.premix import MixedBatch, Schedule, epoch_order, mix_batch
-from writer.sources import ImageSet, load_cifar10
+from writer.pipeline.encode import column_encodings, encode_rows
+from writer.pipeline.premix import MixedBatch, Schedule, epoch_order, mix_batch
+from writer.pipeline.sources import ImageSet, load_cifar10
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from test_writer_cli import failed, ok, read_samples, run, write
 
-from writer.preview import preview_positions, render_preview
-from writer.sources import load_cifar10
+from writer.audit.preview import preview_positions, render_preview
+from writer.pipeline.sources import load_cifar10
 
 
 def test_positions_are_spread_over_the_whole_dataset() -> None:
@@ -76,8 +76,8 @@ def test_a_preview_into_the_dataset_or_not_named_png_is_refused(cifar_root: Path
 
 def test_a_bad_dataset_raises_preview_error_not_verify_error(cifar_root: Path, tmp_path: Path) -> None:
     from writer.errors import WriterError
-    from writer.preview import PreviewError
-    from writer.verify import VerifyError
+    from writer.audit.preview import PreviewError
+    from writer.audit.verify import VerifyError
 
     with pytest.raises(PreviewError, match="cutmix_manifest.json|index.json") as info:
         render_preview(str(tmp_path / "nothing"), str(tmp_path / "grid.png"))

@@ -129,7 +129,7 @@ def test_cancelled_shard_jobs_log_no_traceback(tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     from concurrent.futures import Future
 
-    from writer.write import _index_writer
+    from writer.pipeline.write import _index_writer
 
     # MDSWriter hands each staged shard to a thread pool; after a failure its queued jobs are
     # cancelled, and streaming's done-callback calls future.exception() on each, which raises

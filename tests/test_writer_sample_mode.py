@@ -18,8 +18,8 @@ from cutmix_algo.sampling import (
     sample_row_params,
     writer_batch_generator,
 )
-from writer.premix import epoch_order
-from writer.sources import load_cifar10
+from writer.pipeline.premix import epoch_order
+from writer.pipeline.sources import load_cifar10
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ from streaming.base.util import clean_stale_shared_memory
 from test_writer_cli import failed, ok, run, write
 
 from writer import PremixedDataset
-from writer.integrity import DatasetError, check_index, check_layout
-from writer.merge import MergeError, merge_groups
-from writer.uri import UnsafeNameError, check_member, member_path
+from writer.format.checks import DatasetError, check_index, check_layout
+from writer.publish.merge import MergeError, merge_groups
+from writer.format.names import UnsafeNameError, check_member, member_path
 
 
 def _climb(target: Path) -> str:

@@ -1,4 +1,4 @@
-"""writer.shards and writer.pool: shards cut where MDSWriter cuts them, built by workers, same bytes."""
+"""writer.pipeline.shards and writer.pipeline.pool: shards cut where MDSWriter cuts them, built by workers, same bytes."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from writer.encode import encode_rows
-from writer.pool import write_shards
-from writer.premix import EpochOrders, Schedule, mix_batch
-from writer.shards import (
+from writer.pipeline.encode import encode_rows
+from writer.pipeline.pool import write_shards
+from writer.pipeline.premix import EpochOrders, Schedule, mix_batch
+from writer.pipeline.shards import (
     RowPlacer,
     ShardFormat,
     ShardPlanner,
@@ -23,8 +23,8 @@ from writer.shards import (
     plan_fixed,
     seal_shard,
 )
-from writer.sources import ImageSet, load_cifar10
-from writer.write import HASHES, _index_writer
+from writer.pipeline.sources import ImageSet, load_cifar10
+from writer.pipeline.write import HASHES, _index_writer
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -144,7 +144,7 @@ def test_pool_shards_equal_mdswriter_fed_row_by_row(source: ImageSet, tmp_path: 
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     encoding: str, compression: str | None) -> None:
     # Pieces of 2 batches of 8: many pieces per shard, shards that start and end inside pieces.
-    monkeypatch.setattr("writer.premix._IMAGES_PER_TASK", 16)
+    monkeypatch.setattr("writer.pipeline.premix._IMAGES_PER_TASK", 16)
     schedule = Schedule(len(source), 8, 2)
     start, stop = 3, schedule.total_batches - 1
     orders = EpochOrders(5, len(source))

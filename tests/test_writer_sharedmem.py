@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from conftest import write_cifar10
 
-from writer.pool import write_shards
-from writer.premix import Schedule
-from writer.shards import ShardFormat
-from writer.sharedmem import attach, shareable, shared_empty
-from writer.sources import ImageSet, load_cifar10, load_digits, load_imagefolder
-from writer.write import HASHES, _index_writer
+from writer.pipeline.pool import write_shards
+from writer.pipeline.premix import Schedule
+from writer.pipeline.shards import ShardFormat
+from writer.pipeline.sharedmem import attach, shareable, shared_empty
+from writer.pipeline.sources import ImageSet, load_cifar10, load_digits, load_imagefolder
+from writer.pipeline.write import HASHES, _index_writer
 
 
 def test_shareable_finds_the_buffer_and_offset_of_contiguous_views() -> None:
@@ -67,14 +67,14 @@ def _write(source: ImageSet, folder: Path, workers: int) -> dict[str, bytes]:
 
 def test_workers_map_the_loaders_pixels_and_copy_any_other_array(
         cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("writer.premix._IMAGES_PER_TASK", 16)  # several pieces: the pool runs
+    monkeypatch.setattr("writer.pipeline.premix._IMAGES_PER_TASK", 16)  # several pieces: the pool runs
     shared = load_cifar10(cifar_root, "train")
     plain = ImageSet(np.array(shared.images), shared.labels, shared.class_names)
     assert shareable(plain.images) is None
     want = _write(shared, tmp_path / "w1", workers=1)
     saves: list[str] = []
     real_save = np.save
-    monkeypatch.setattr("writer.pool.np.save", lambda path, array: (saves.append(str(path)),
+    monkeypatch.setattr("writer.pipeline.pool.np.save", lambda path, array: (saves.append(str(path)),
                                                                      real_save(path, array)))
     assert _write(shared, tmp_path / "shared", workers=2) == want
     assert saves == []  # the loader's memory went to the workers as it is
@@ -87,7 +87,7 @@ def test_start_fork_server_starts_the_workers_server_at_once() -> None:
     # before any write, a child of that process is the fork server, with its preload module.
     script = """
 import os, sys
-from writer.pool import start_fork_server
+from writer.pipeline.pool import start_fork_server
 start_fork_server()
 me = str(os.getpid())
 children = []
@@ -99,7 +99,7 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
         continue
     if stat[1] == me:
         children.append(cmdline)
-print(sum("forkserver" in c and "writer.forkserver" in c for c in children))
+print(sum("forkserver" in c and "writer.pipeline.forkserver" in c for c in children))
 """
     if not Path("/proc/self/stat").exists():
         pytest.skip("reads /proc")
@@ -127,10 +127,11 @@ def square(x):
 
 if __name__ == "__main__":
     import numpy as np
-    from writer.manifest import PremixConfig, build_manifest
-    from writer.sources import ImageSet
-    from writer.store import Destination
-    from writer.write import write_premixed
+    from writer.format.manifest import PremixConfig
+    from writer.pipeline.write import build_manifest
+    from writer.pipeline.sources import ImageSet
+    from writer.publish.store import Destination
+    from writer.pipeline.write import write_premixed
     rng = np.random.default_rng(0)
     source = ImageSet(rng.integers(0, 256, (600, 8, 8, 3), dtype=np.uint8),
                       rng.integers(0, 3, 600), ["a", "b", "c"])

@@ -13,8 +13,8 @@ import psutil
 import pytest
 from test_writer_cli import ok, run
 
-from writer import interrupts
-from writer.scratch import Scratch, sweep_stale
+from writer.pipeline import interrupts
+from writer.pipeline.scratch import Scratch, sweep_stale
 
 
 def _start(cifar_root: Path, out: Path, tmpdir: Path) -> subprocess.Popen:
@@ -84,7 +84,7 @@ def test_an_interrupt_right_after_a_shard_is_moved_into_out_still_removes_it(
                 raise KeyboardInterrupt
 
     out = tmp_path / "out"
-    monkeypatch.setattr("writer.store.os.replace", replace_then_interrupt)
+    monkeypatch.setattr("writer.publish.store.os.replace", replace_then_interrupt)
     result = run("write", "--source", f"cifar10:{cifar_root}", "--out", out,
                  "--batch-size", "16", "--epochs", "3", "--size-limit", "20000")
     monkeypatch.undo()
@@ -115,7 +115,7 @@ def test_sweep_keeps_a_live_scratch_and_removes_a_dead_one(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     live = Scratch("cutmix-writer-src-")
-    code = ("from writer.scratch import Scratch; import os; "
+    code = ("from writer.pipeline.scratch import Scratch; import os; "
             "s = Scratch('cutmix-writer-stage-'); print(s.path); os._exit(0)")
     dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "TMPDIR": str(tmp_path)}, check=True).stdout.strip()
@@ -128,7 +128,7 @@ def test_sweep_keeps_a_live_scratch_and_removes_a_dead_one(tmp_path: Path,
 
 def test_a_write_sweeps_stale_copies_first(cifar_root: Path, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    code = ("from writer.scratch import Scratch; import os; "
+    code = ("from writer.pipeline.scratch import Scratch; import os; "
             "s = Scratch('cutmix-writer-src-'); print(s.path); os._exit(0)")
     dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "TMPDIR": str(tmp_path)}, check=True).stdout.strip()

@@ -1,4 +1,4 @@
-"""writer.sources: each loader returns the documented pixels, labels and order, or a clear error."""
+"""writer.pipeline.sources: each loader returns the documented pixels, labels and order, or a clear error."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from writer.sources import (
+from writer.pipeline.sources import (
     ImageSet,
     SourceError,
     load_cifar10,
@@ -114,7 +114,7 @@ def test_imagefolder_mixed_sizes_need_image_size(tmp_path: Path) -> None:
 
 def test_an_image_size_that_cannot_fit_in_memory_is_refused_before_decoding(tmp_path: Path) -> None:
     """--image-size 100000 on two small images met the out-of-memory killer (23 GB, exit 137)."""
-    from writer.sources import _available_memory
+    from writer.pipeline.sources import _available_memory
 
     root = _image_folder(tmp_path / "f", {"a": [(8, 8), (12, 10)]})
     available = _available_memory()

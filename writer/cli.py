@@ -1,7 +1,7 @@
 """``cutmix-writer``: the click commands that write, verify, preview and merge pre-mixed datasets.
 
-Each command parses its flags, calls the library (:mod:`writer.write`, :mod:`writer.verify`,
-:mod:`writer.preview`, :mod:`writer.merge`) and turns its errors into click errors: every failure
+Each command parses its flags, calls the library (:mod:`writer.pipeline.write`, :mod:`writer.audit.verify`,
+:mod:`writer.audit.preview`, :mod:`writer.publish.merge`) and turns its errors into click errors: every failure
 the user can cause (a bad flag, a missing source, a non-empty OUT, an unreachable bucket, a
 corrupt dataset) ends as one line, no traceback, non-zero exit.
 
@@ -19,26 +19,26 @@ from typing import Any
 import click
 
 from cutmix_algo.sampling import check_alpha
-from writer import interrupts
-from writer.encode import ENCODINGS
-from writer.errors import WriterError
-from writer.manifest import DEFAULT_SIZE_LIMIT, INDEX_NAME, MODES, PremixConfig, build_manifest
-from writer.merge import group_name, merge_groups
-from writer.pool import default_workers, start_fork_server
-from writer.premix import Schedule
-from writer.preview import render_preview
-from writer.scratch import sweep_stale
-from writer.sources import SPLITS, ImageSet, SourceError, open_source, source_locations
-from writer.store import DEFAULT_TIMEOUT, Destination, DestinationError, check_out
-from writer.uri import is_remote, join_uri
-from writer.verify import (
+from writer.audit.preview import render_preview
+from writer.audit.verify import (
     recorded_args,
     recorded_mds_options,
     source_hint,
     trusted_recorded_source,
     verify_dataset,
 )
-from writer.write import write_premixed
+from writer.errors import WriterError
+from writer.format.manifest import DEFAULT_SIZE_LIMIT, INDEX_NAME, MODES, PremixConfig
+from writer.format.names import is_remote, join_uri
+from writer.pipeline import interrupts
+from writer.pipeline.encode import ENCODINGS
+from writer.pipeline.pool import default_workers, start_fork_server
+from writer.pipeline.premix import Schedule
+from writer.pipeline.scratch import sweep_stale
+from writer.pipeline.sources import SPLITS, ImageSet, SourceError, open_source, source_locations
+from writer.pipeline.write import build_manifest, write_premixed
+from writer.publish.merge import group_name, merge_groups
+from writer.publish.store import DEFAULT_TIMEOUT, Destination, DestinationError, check_out
 
 __all__ = ["main"]
 

@@ -13,14 +13,17 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from writer.manifest import INDEX_NAME, MANIFEST_NAME, PremixConfig, manifest_bytes
-from writer.pool import write_shards
-from writer.premix import Schedule
-from writer.shards import ShardFormat
-from writer.sources import ImageSet
-from writer.store import Destination
+from cutmix_algo.sampling import ORDER_KEY
+from writer.format.columns import column_encodings
+from writer.format.manifest import INDEX_NAME, MANIFEST_NAME, PremixConfig, manifest_bytes
+from writer.format.names import resolve_spec
+from writer.pipeline.imageset import ImageSet
+from writer.pipeline.pool import write_shards
+from writer.pipeline.premix import Schedule
+from writer.pipeline.shards import ShardFormat
+from writer.publish.store import Destination
 
-__all__ = ["HASHES", "WriteSummary", "write_premixed"]
+__all__ = ["HASHES", "WriteSummary", "build_manifest", "tool_version", "write_premixed"]
 
 HASHES = ["sha1", "xxh64"]
 
@@ -42,7 +45,7 @@ def _index_writer(**kwargs: Any) -> Any:
         """An ``MDSWriter`` that is handed finished shards: it writes none, only the index.
 
         Its config, size accounting and index are streaming's own; the shards come from
-        :func:`writer.pool.write_shards`, which cuts them where ``write`` would have.
+        :func:`writer.pipeline.pool.write_shards`, which cuts them where ``write`` would have.
         """
 
         def exception_callback(self, future: Future) -> None:
@@ -79,7 +82,7 @@ def write_premixed(
         source: the source images.
         destination: where to publish (empty; see :meth:`Destination.clear`).
         config: the arguments that decide the bytes.
-        manifest: the manifest to publish (:func:`writer.manifest.build_manifest`).
+        manifest: the manifest to publish (:func:`writer.format.manifest.build_manifest`).
         start: first global batch to write (a group's share).
         stop: end global batch (default: all).
         workers: processes that mix, encode and write shards.
@@ -152,3 +155,89 @@ def write_premixed(
     shards = writer.shards
     size = sum((s["zip_data"] or s["raw_data"])["bytes"] for s in shards)
     return WriteSummary(total, len(shards), size, time.perf_counter() - began)
+
+
+def tool_version() -> str:
+    """The installed ``cutmix`` distribution's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cutmix")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_manifest(
+    source: ImageSet,
+    config: PremixConfig,
+    *,
+    source_spec: str,
+    split: str,
+    image_size: int | None = None,
+    group: dict | None = None,
+    mds_options: dict | None = None,
+) -> dict:
+    """The manifest stored beside ``index.json``: arguments, source fingerprint, classes, keys.
+
+    It holds nothing that varies between runs with the same arguments (no time, no OUT, no
+    worker count), so it is part of the byte-identical output; a group's manifest adds a
+    ``group`` entry, which ``merge`` drops again.
+
+    Args:
+        source: the source images.
+        config: the arguments that decide the bytes.
+        source_spec: the ``--source`` text.
+        split: the ``--split``.
+        image_size: the ``--image-size``, if any.
+        group: ``{"index", "count", "start_batch", "stop_batch"}`` for a group's share.
+        mds_options: ``{"image_column", "label_column", "num_classes"}`` of an ``mds:`` source;
+            recorded as ``args["mds"]`` only where one differs from its default, so other
+            writes keep their manifest bytes.
+
+    Returns:
+        dict: the manifest.
+    """
+    schedule = Schedule(len(source), config.batch_size, config.epochs)
+    sampler = "sample_row_params" if config.mode == "sample" else "sample_params"
+    manifest = {
+        "format": "cutmix-premixed",
+        "format_version": 1,
+        "tool": "cutmix",
+        "tool_version": tool_version(),
+        "args": {
+            "alpha": config.alpha,
+            "batch_size": config.batch_size,
+            "compression": config.compression,
+            "encoding": config.encoding,
+            "epochs": config.epochs,
+            "image_size": image_size,
+            "seed": config.seed,
+            "size_limit": config.size_limit,
+            "source": source_spec,
+            # Where this machine found the source, so verify elsewhere can suggest --source.
+            "source_resolved": resolve_spec(source_spec),
+            "split": split,
+        },
+        "source": {
+            "fingerprint": source.fingerprint(),
+            "num_images": len(source),
+            "image_shape": [int(d) for d in source.images.shape[1:]],
+        },
+        "num_classes": source.num_classes,
+        "class_names": list(source.class_names),
+        "num_samples": schedule.total_samples,
+        "batches_per_epoch": schedule.batches_per_epoch,
+        "columns": column_encodings(config.encoding, source.images.shape[1:], source.num_classes),
+        "generator_keys": {
+            "epoch_order": f"torch.randperm(N, generator=derive_generator(seed, epoch, {ORDER_KEY}))",
+            "batch": f"{sampler}(len(batch), H, W, alpha, derive_generator(seed, epoch, batch))",
+        },
+    }
+    if config.mode != "batch":  # recorded only where it is not the default: batch bytes unchanged
+        manifest["args"]["mode"] = config.mode
+    defaults = {"image_column": "image", "label_column": "label", "num_classes": None}
+    if mds_options and any(mds_options.get(k, v) != v for k, v in defaults.items()):
+        manifest["args"]["mds"] = {k: mds_options.get(k, v) for k, v in defaults.items()}
+    if group is not None:
+        manifest["group"] = group
+    return manifest

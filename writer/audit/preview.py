@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from cutmix_algo.sampling import Box
+from writer.audit.verify import check_shards, fetch_shards, open_dataset, read_sample
 from writer.errors import WriterError
-from writer.integrity import DatasetError, Layout, label_classes
-from writer.uri import is_remote
-from writer.verify import check_shards, fetch_shards, open_dataset, read_sample
+from writer.format.checks import DatasetError, Layout, label_classes
+from writer.format.names import is_remote
 
 __all__ = ["PreviewError", "Tile", "preview_positions", "render_preview"]
 

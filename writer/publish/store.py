@@ -37,9 +37,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from writer.errors import WriterError
-from writer.manifest import INDEX_NAME, MANIFEST_NAME
-from writer.scratch import Scratch
-from writer.uri import is_remote
+from writer.format.manifest import INDEX_NAME, MANIFEST_NAME
+from writer.format.names import is_remote
+from writer.pipeline.scratch import Scratch
 
 __all__ = [
     "CLAIM_NAME",
@@ -92,7 +92,7 @@ def check_out(out: str, sources: Iterable[str] = ()) -> None:
 
     Args:
         out: the ``--out`` text.
-        sources: the paths or URIs the source reads (:func:`writer.sources.source_locations`).
+        sources: the paths or URIs the source reads (:func:`writer.pipeline.sources.source_locations`).
 
     Raises:
         DestinationError: for an empty OUT, a root (``/``, ``s3://bucket``), or an OUT equal

@@ -1,16 +1,16 @@
 """The writer's fork server preload: what the server does once, so that no worker does it again.
 
-Every worker is forked from the server (:func:`writer.pool.start_fork_server`), so each module
+Every worker is forked from the server (:func:`writer.pipeline.pool.start_fork_server`), so each module
 the server has imported is there in every worker from its first instruction. Without these,
 each worker paid for them again in every write:
 
-* :mod:`writer.pool`, with torch: what a worker runs;
+* :mod:`writer.pipeline.pool`, with torch: what a worker runs;
 * ``numpy.random``, which numpy imports on first use: the first draw of each worker's first
   piece paid for it (about 7 ms here).
 
 And the writer's workers skip re-running the caller's main script. multiprocessing runs it in
 every process it starts, so that a child finds the functions defined there; the workers run only
-:mod:`writer.pool`'s functions on plain data, and the re-run cost as much as the script's own
+:mod:`writer.pipeline.pool`'s functions on plain data, and the re-run cost as much as the script's own
 imports: seconds per worker, in every write, for a training script that imports composer, and
 about 60 ms for ``cutmix-writer``, whose script imports the CLI. Any other process this server
 forks (a caller's own forkserver pool shares the server) keeps the default.
@@ -23,7 +23,7 @@ from multiprocessing import spawn
 
 import numpy.random  # noqa: F401
 
-from writer.pool import WORKER_NAME
+from writer.pipeline.pool import WORKER_NAME
 
 _MAIN_KEYS = ("init_main_from_name", "init_main_from_path")
 _default_prepare = spawn.prepare

@@ -3,7 +3,7 @@
 ``PremixedDataset`` is a ``StreamingDataset``, so shuffling, sharding across ranks and workers,
 and mid-epoch resumption (``state_dict``/``load_state_dict``, which Composer calls through
 ``StreamingDataLoader``) all come from streaming unchanged. What it adds is distrust: before
-streaming sees the dataset, its index and manifest are checked (:mod:`writer.integrity`: no
+streaming sees the dataset, its index and manifest are checked (:mod:`writer.format.checks`: no
 file name leaving the dataset, counts and columns agreeing, a merged root agreeing with its
 groups); the local cache of a remote dataset is keyed by the dataset's identity, so a rewritten
 dataset is never read from a stale cache; downloaded shards are checked against their hashes
@@ -36,7 +36,7 @@ from streaming.base.dataset import _Iterator, _ShardState
 from streaming.base.shared import SharedMemory
 
 from writer.errors import WriterError
-from writer.integrity import (
+from writer.format.checks import (
     Layout,
     check_layout,
     check_merged_groups,
@@ -44,8 +44,8 @@ from writer.integrity import (
     is_distribution,
     mismatched_local_shard,
 )
-from writer.manifest import INDEX_NAME, MANIFEST_NAME, read_manifest
-from writer.uri import fetch, is_remote, join_uri, member_path
+from writer.format.manifest import INDEX_NAME, MANIFEST_NAME, read_manifest
+from writer.format.names import fetch, is_remote, join_uri, member_path
 
 __all__ = ["CorruptShardError", "PremixedDataset", "PremixedLoader", "read_manifest", "release_shared_memory"]
 

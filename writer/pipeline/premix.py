@@ -14,13 +14,12 @@ The schedule is a pure function of the arguments (the generator keys are
   batch ``b`` of epoch ``e``.
 
 Mixing goes through :func:`cutmix_algo.functional.apply_params` (channels-last), the applier the
-online algorithm uses. Row encoding is :mod:`writer.encode`, the worker pool :mod:`writer.pool`,
-the manifest :mod:`writer.manifest`.
+online algorithm uses. Row encoding is :mod:`writer.pipeline.encode`, the worker pool :mod:`writer.pipeline.pool`,
+the manifest :mod:`writer.format.manifest`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -39,7 +38,8 @@ from cutmix_algo.sampling import (
     sample_row_params,
     writer_batch_generator,
 )
-from writer.sources import ImageSet
+from writer.format.schedule import Schedule
+from writer.pipeline.imageset import ImageSet
 
 __all__ = [
     "MODES",
@@ -57,62 +57,6 @@ __all__ = [
 # Roughly how many images one worker task mixes and encodes: big enough to amortize the
 # inter-process hop, small enough to keep every worker busy and the progress bar moving.
 _IMAGES_PER_TASK = 2048
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """How ``num_images`` source images, ``epochs`` times over, split into batches."""
-
-    num_images: int
-    batch_size: int
-    epochs: int
-
-    @property
-    def batches_per_epoch(self) -> int:
-        """Number of batches in one epoch (the last one may be short)."""
-        return math.ceil(self.num_images / self.batch_size)
-
-    @property
-    def total_batches(self) -> int:
-        """Number of batches over all epochs."""
-        return self.batches_per_epoch * self.epochs
-
-    @property
-    def total_samples(self) -> int:
-        """Number of samples over all epochs."""
-        return self.num_images * self.epochs
-
-    def locate(self, global_batch: int) -> tuple[int, int]:
-        """``(epoch, batch in epoch)`` of a global batch number."""
-        return divmod(global_batch, self.batches_per_epoch)
-
-    def batch_len(self, batch: int) -> int:
-        """Number of samples in batch ``batch`` of any epoch."""
-        return min(self.batch_size, self.num_images - batch * self.batch_size)
-
-    def first_sample(self, global_batch: int) -> int:
-        """Global sample position of the first row of a global batch."""
-        epoch, batch = self.locate(global_batch)
-        return epoch * self.num_images + batch * self.batch_size
-
-    def group_range(self, num_groups: int, group: int) -> tuple[int, int]:
-        """The contiguous global batch range ``[start, stop)`` that group ``group`` writes."""
-        if not 0 <= group < num_groups:
-            raise ValueError(f"group must lie in [0, {num_groups}), got {group}")
-        total = self.total_batches
-        return group * total // num_groups, (group + 1) * total // num_groups
-
-    def tasks(self, start: int, stop: int) -> list[tuple[int, int, int]]:
-        """Split global batches ``[start, stop)`` into ``(epoch, first, end)`` chunks of work."""
-        per_task = max(1, _IMAGES_PER_TASK // self.batch_size)
-        out = []
-        g = start
-        while g < stop:
-            epoch, batch = self.locate(g)
-            end = min(batch + per_task, self.batches_per_epoch, batch + stop - g)
-            out.append((epoch, batch, end))
-            g += end - batch
-        return out
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """What every reader checks before trusting a pre-mixed dataset, which may come from a stranger.
 
 ``verify``, ``preview`` and :class:`writer.PremixedDataset` all start here: the index must name
-only plain files inside the dataset (:func:`writer.uri.check_member`) with no column encoding
+only plain files inside the dataset (:func:`writer.format.names.check_member`) with no column encoding
 but this writer's (streaming's ``pkl`` would unpickle), and the manifest must agree with the
 index and with itself (counts, epochs, batch size, columns, the group's share of the schedule),
 so no later step divides by a zero batch size or reads samples a manifest does not describe.
@@ -17,12 +17,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from cutmix_algo.functional import MODES
 from cutmix_algo.sampling import check_alpha
-from writer.encode import ENCODINGS, column_encodings
 from writer.errors import WriterError
-from writer.manifest import INDEX_NAME, MANIFEST_NAME, PremixConfig
-from writer.premix import MODES, Schedule
-from writer.uri import UnsafeNameError, check_member, member_path
+from writer.format.columns import ENCODINGS, column_encodings
+from writer.format.manifest import INDEX_NAME, MANIFEST_NAME, PremixConfig
+from writer.format.names import UnsafeNameError, check_member, member_path
+from writer.format.schedule import Schedule
 
 __all__ = [
     "DatasetError",

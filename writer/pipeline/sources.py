@@ -2,26 +2,24 @@
 
 Every loader returns an :class:`ImageSet`: uint8 ``(N, H, W, C)`` pixels, int64 labels and the
 class names, fully in memory (shared memory, which the writer's workers map instead of copying:
-:mod:`writer.sharedmem`). The position of an image in ``images`` is its *source index*, the
+:mod:`writer.pipeline.sharedmem`). The position of an image in ``images`` is its *source index*, the
 number the writer records as ``index_a``/``index_b`` and ``verify`` looks images up by.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pickle
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from writer.errors import WriterError
-from writer.sharedmem import shared_empty
-from writer.uri import INDEX_NAME, is_remote, join_uri
+from writer.format.names import INDEX_NAME, is_remote, join_uri
+from writer.pipeline.imageset import ImageSet, SourceError
+from writer.pipeline.sharedmem import shared_empty
 
 __all__ = [
     "SPLITS",
@@ -42,61 +40,10 @@ SOURCE_FORMS = "cifar10:DIR, imagefolder:DIR, mds:URI or digits"
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
 
-class SourceError(WriterError, ValueError):
-    """A source that cannot be opened: missing files, a bad spec, images of mixed sizes."""
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """An in-memory labelled image set; an image's position is its source index.
-
-    Attributes:
-        images: uint8 ``(N, H, W, C)``.
-        labels: int64 ``(N,)``, each in ``[0, len(class_names))``.
-        class_names: one name per class, in label order.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    class_names: list[str]
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise SourceError(
-                f"images must be uint8 (N, H, W, C), got {self.images.dtype} {self.images.shape}"
-            )
-        if self.labels.shape != (self.images.shape[0],):
-            raise SourceError(
-                f"labels must have shape ({self.images.shape[0]},), got {self.labels.shape}"
-            )
-        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
-            raise SourceError(
-                f"labels must lie in [0, {self.num_classes}), "
-                f"got values in [{self.labels.min()}, {self.labels.max()}]"
-            )
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (the length of ``class_names``)."""
-        return len(self.class_names)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def fingerprint(self) -> str:
-        """A sha256 hex digest of the pixels, shape, labels and class names; stable across runs."""
-        digest = hashlib.sha256()
-        digest.update(repr(tuple(self.images.shape)).encode())
-        digest.update(np.ascontiguousarray(self.images).data)  # hashed in place, not copied
-        digest.update(np.ascontiguousarray(self.labels, dtype="<i8").tobytes())
-        digest.update("\n".join(self.class_names).encode())
-        return digest.hexdigest()
-
-
 def _make(images: np.ndarray | Sequence[np.ndarray], labels: Sequence[int] | np.ndarray,
           names: list[str]) -> ImageSet:
     # The pixels and labels go straight into shared memory: a write with several workers then
-    # maps them instead of copying them (writer.sharedmem). A list of same-shaped images is
+    # maps them instead of copying them (writer.pipeline.sharedmem). A list of same-shaped images is
     # stacked there.
     if isinstance(images, np.ndarray) or not len(images):
         images = images if isinstance(images, np.ndarray) else np.stack(images)  # [] raises
@@ -599,7 +546,7 @@ def load_mds(
             raise SourceError(f"cannot read MDS dataset {uri}: {e}") from None
         finally:
             if dataset is not None:  # its shared memory would stay open until the process exits
-                from writer.dataset import release_shared_memory
+                from writer.read.dataset import release_shared_memory
 
                 release_shared_memory(dataset)
     if not images:

@@ -1,6 +1,6 @@
 """Encoding mixed batches into MDS sample rows: the exact bytes ``MDSWriter.encode_sample`` makes.
 
-Rows are encoded in the worker processes (:mod:`writer.pool`), a whole batch at once; raw rows
+Rows are encoded in the worker processes (:mod:`writer.pipeline.pool`), a whole batch at once; raw rows
 are filled straight into one packed array per piece of work. A batch-mode
 batch has one ``lam`` and ``box`` for every row, a sample-mode batch one per row; the columns are
 the same (each row stores its own).
@@ -14,31 +14,10 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from writer.premix import MixedBatch
+from writer.format.columns import ENCODINGS, column_encodings
+from writer.pipeline.premix import MixedBatch
 
 __all__ = ["ENCODINGS", "column_encodings", "encode_batch", "encode_rows", "fill_raw_rows", "raw_record"]
-
-ENCODINGS = ("raw", "png", "jpeg")
-
-
-def column_encodings(encoding: str, image_shape: Sequence[int], num_classes: int) -> dict[str, str]:
-    """The MDS columns of a pre-mixed dataset.
-
-    Raw images get a fixed-shape ``ndarray:uint8:H,W,C`` encoding (no per-sample shape header).
-    """
-    if encoding not in ENCODINGS:
-        raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
-    image = "ndarray:uint8:" + ",".join(str(int(d)) for d in image_shape)
-    return {
-        "box": "ndarray:int32:4",
-        "epoch": "int32",
-        "image": image if encoding == "raw" else encoding,
-        "index_a": "int64",
-        "index_b": "int64",
-        "label": f"ndarray:float32:{num_classes}",
-        "lam": "float64",
-    }
-
 
 def _layout(image_shape: Sequence[int], num_classes: int) -> tuple[list, list, list]:
     """The fixed-size fields before and after the image, and the raw row's fields.

@@ -5,7 +5,7 @@ Linux its memory is a file that is unlinked as soon as it is made, so nothing ou
 process, however it dies. A ``RawArray`` passed to a starting worker (as the pool's
 ``initargs``) reaches it as the same memory, not a copy (multiprocessing hands the worker the
 file's descriptor). A write with ``--workers > 1`` then shares the loaded pixels as they are; an
-array from anywhere else is copied to a scratch file once per write (see :mod:`writer.pool`).
+array from anywhere else is copied to a scratch file once per write (see :mod:`writer.pipeline.pool`).
 """
 
 from __future__ import annotations

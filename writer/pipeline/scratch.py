@@ -1,7 +1,7 @@
 """Temporary folders that a later run removes when a kill left them behind.
 
 A write with workers keeps png/jpeg pieces in ``$TMPDIR/cutmix-writer-src-*`` (and a copy of a
-source that is not in shared memory: :mod:`writer.sharedmem`) and stages a bucket
+source that is not in shared memory: :mod:`writer.pipeline.sharedmem`) and stages a bucket
 write in ``$TMPDIR/cutmix-writer-stage-*``. A clean exit removes them; SIGKILL cannot. Each folder
 holds a ``.lock`` file its process keeps ``flock``-ed while it lives (the kernel drops the lock
 when the process dies, however it dies), so :func:`sweep_stale` removes exactly the folders whose

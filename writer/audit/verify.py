@@ -1,8 +1,8 @@
 """Verifying a pre-mixed dataset: its index, manifest and shards, and its samples against its seed.
 
 A dataset may come from a stranger, so verify trusts nothing it reads: every file name is
-checked before use (:mod:`writer.uri`), the manifest is checked against the index
-(:mod:`writer.integrity`), and no source is loaded that the user did not name. Without a source
+checked before use (:mod:`writer.format.names`), the manifest is checked against the index
+(:mod:`writer.format.checks`), and no source is loaded that the user did not name. Without a source
 verify still checks each shard's hashes, each sample's provenance (``epoch``, ``index_a``,
 ``index_b``, ``lam``, ``box`` against the seed's schedule) and each label against its ``lam``
 and the classes the other samples give the same source images; with a source it also recomputes
@@ -26,9 +26,8 @@ import numpy as np
 import torch
 
 from cutmix_algo.sampling import verify_generator
-from writer.encode import encode_rows
 from writer.errors import ManifestError
-from writer.integrity import (
+from writer.format.checks import (
     DatasetError,
     Layout,
     check_index,
@@ -38,10 +37,11 @@ from writer.integrity import (
     label_classes,
     shown,
 )
-from writer.manifest import INDEX_NAME, MANIFEST_NAME, read_manifest
-from writer.premix import ScheduleLookup, mix_pair
-from writer.sources import SPLITS, ImageSet
-from writer.uri import UnsafeNameError, fetch, is_remote, member_path, read_json
+from writer.format.manifest import INDEX_NAME, MANIFEST_NAME, read_manifest
+from writer.format.names import UnsafeNameError, fetch, is_remote, member_path, read_json
+from writer.pipeline.encode import encode_rows
+from writer.pipeline.premix import ScheduleLookup, mix_pair
+from writer.pipeline.sources import SPLITS, ImageSet
 
 __all__ = [
     "VerifyError",
@@ -85,7 +85,7 @@ class VerifyReport:
 
 
 def _read_index(out: str, scratch: str) -> dict:
-    """Load ``out``'s index (see :func:`writer.uri.read_json`); ``VerifyError`` if unreadable."""
+    """Load ``out``'s index (see :func:`writer.format.names.read_json`); ``VerifyError`` if unreadable."""
     try:
         return read_json(out, INDEX_NAME, scratch)
     except UnsafeNameError as e:
@@ -95,7 +95,7 @@ def _read_index(out: str, scratch: str) -> dict:
 
 
 def _read_manifest(out: str, scratch: str) -> dict:
-    """:func:`writer.manifest.read_manifest`, its failure as a ``VerifyError``."""
+    """:func:`writer.format.manifest.read_manifest`, its failure as a ``VerifyError``."""
     try:
         return read_manifest(out, scratch)
     except ManifestError as e:
@@ -177,7 +177,7 @@ def open_dataset(out: str, scratch: str) -> tuple[str, dict, dict, Layout]:
 
     Returns:
         tuple: the local folder its shards are (or will be fetched) in, the index, the manifest,
-        and the checked :class:`~writer.integrity.Layout`.
+        and the checked :class:`~writer.format.checks.Layout`.
 
     Raises:
         VerifyError: if either file is unreadable, unsafe or inconsistent with the other, or a

@@ -1,7 +1,7 @@
 """The worker pool that writes shards: pieces mixed and encoded, shards built, bounded, dying with the writer.
 
 :func:`write_shards` splits the schedule into pieces of about 2,048 images, and shards are cut
-where :class:`~writer.shards.ShardPlanner` (``MDSWriter``'s rule) cuts them, which depends on the
+where :class:`~writer.pipeline.shards.ShardPlanner` (``MDSWriter``'s rule) cuts them, which depends on the
 rows' sizes alone, so the bytes do not depend on the number of workers:
 
 * raw rows all have one size, so every shard is planned before anything is mixed: a worker
@@ -13,7 +13,7 @@ rows' sizes alone, so the bytes do not depend on the number of workers:
   a worker, which builds, hashes and writes the whole shard.
 
 Either way the parent touches no row bytes: it collects the shards' index entries, in order.
-Workers start from a fork server (its preload, :mod:`writer.forkserver`, makes their imports
+Workers start from a fork server (its preload, :mod:`writer.pipeline.forkserver`, makes their imports
 once, and spares them the re-run of the caller's script) and map the source: the loaders'
 shared memory as it is, or any other array from one copy in a scratch file.
 """
@@ -35,11 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from writer.encode import encode_batch, fill_raw_rows, raw_record
-from writer.interrupts import held
-from writer.premix import EpochOrders, MixedBatch, Schedule, mix_batch
-from writer.scratch import Scratch
-from writer.shards import (
+from writer.pipeline import premix
+from writer.pipeline.encode import encode_batch, fill_raw_rows, raw_record
+from writer.pipeline.imageset import ImageSet
+from writer.pipeline.interrupts import held
+from writer.pipeline.premix import EpochOrders, MixedBatch, Schedule, mix_batch
+from writer.pipeline.scratch import Scratch
+from writer.pipeline.shards import (
     Placement,
     RowPlacer,
     ShardFormat,
@@ -50,8 +52,7 @@ from writer.shards import (
     plan_fixed,
     seal_shard,
 )
-from writer.sharedmem import attach, shareable
-from writer.sources import ImageSet
+from writer.pipeline.sharedmem import attach, shareable
 
 __all__ = ["default_workers", "start_fork_server", "write_shards"]
 
@@ -166,7 +167,7 @@ def _init_worker(images: tuple, labels: tuple, class_names: list[str], seed: int
 def _sent(array: np.ndarray, path: str | None = None) -> tuple:
     """How ``array`` reaches the workers: its shared memory, else a file at ``path``, else itself.
 
-    Shared memory (the loaders', :mod:`writer.sharedmem`) is mapped by every worker as it is;
+    Shared memory (the loaders', :mod:`writer.pipeline.sharedmem`) is mapped by every worker as it is;
     a file is one copy, memory-mapped from the page cache; an array passed as itself is pickled
     into every worker as it starts (fine for small ones only).
     """
@@ -225,17 +226,17 @@ if hasattr(multiprocessing.context, "ForkServerContext"):  # not on Windows
         Process = CutmixWriterWorker
 
     #: How the writer's workers' process names start (``CutmixWriterWorker-3``): the fork
-    #: server (:mod:`writer.forkserver`) knows them by it.
+    #: server (:mod:`writer.pipeline.forkserver`) knows them by it.
     WORKER_NAME = CutmixWriterWorker.__name__
 
 
 def _context() -> multiprocessing.context.BaseContext:
     # forkserver, not fork: the caller (a CLI, a test runner, a trainer) may have threads, and a
     # forked child can deadlock on a lock one of them held. The server makes the imports every
-    # worker needs once (writer.forkserver), so each worker starts in milliseconds.
+    # worker needs once (writer.pipeline.forkserver), so each worker starts in milliseconds.
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = _WorkerContext()
-        context.set_forkserver_preload(["writer.forkserver"])
+        context.set_forkserver_preload(["writer.pipeline.forkserver"])
         return context
     return multiprocessing.get_context("spawn")
 
@@ -305,7 +306,7 @@ def write_shards(
         the shards whose files have since been written to ``staging``, in shard order.
     """
     stop = schedule.total_batches if stop is None else stop
-    tasks = schedule.tasks(start, stop)
+    tasks = schedule.tasks(start, stop, premix._IMAGES_PER_TASK)
     workers = min(workers, len(tasks))
     specs: list[ShardSpec] = []
     if encoding == "raw":

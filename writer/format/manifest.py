@@ -5,7 +5,7 @@ pixels, and nothing that varies between runs with the same arguments, so it is i
 byte-identical output. :func:`read_manifest` is the one place a manifest is read from a local
 folder or a remote prefix.
 
-``INDEX_NAME`` (re-exported from :mod:`writer.uri`) is streaming's index basename.
+``INDEX_NAME`` (re-exported from :mod:`writer.format.names`) is streaming's index basename.
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ import json
 import tempfile
 from dataclasses import dataclass
 
-from cutmix_algo.sampling import ORDER_KEY
-from writer.encode import column_encodings
+from cutmix_algo.functional import MODES
 from writer.errors import ManifestError, ManifestNotFoundError
-from writer.premix import MODES, Schedule
-from writer.sources import ImageSet
-from writer.uri import INDEX_NAME, UnsafeNameError, read_json, resolve_spec
+from writer.format.names import INDEX_NAME, UnsafeNameError, read_json
 
 __all__ = [
     "DEFAULT_SIZE_LIMIT",
@@ -27,11 +24,9 @@ __all__ = [
     "MANIFEST_NAME",
     "MODES",
     "PremixConfig",
-    "build_manifest",
     "config_from_manifest",
     "manifest_bytes",
     "read_manifest",
-    "tool_version",
 ]
 
 MANIFEST_NAME = "cutmix_manifest.json"
@@ -61,92 +56,6 @@ class PremixConfig:
     compression: str | None = None
     size_limit: int = DEFAULT_SIZE_LIMIT
     mode: str = "batch"
-
-
-def tool_version() -> str:
-    """The installed ``cutmix`` distribution's version."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("cutmix")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def build_manifest(
-    source: ImageSet,
-    config: PremixConfig,
-    *,
-    source_spec: str,
-    split: str,
-    image_size: int | None = None,
-    group: dict | None = None,
-    mds_options: dict | None = None,
-) -> dict:
-    """The manifest stored beside ``index.json``: arguments, source fingerprint, classes, keys.
-
-    It holds nothing that varies between runs with the same arguments (no time, no OUT, no
-    worker count), so it is part of the byte-identical output; a group's manifest adds a
-    ``group`` entry, which ``merge`` drops again.
-
-    Args:
-        source: the source images.
-        config: the arguments that decide the bytes.
-        source_spec: the ``--source`` text.
-        split: the ``--split``.
-        image_size: the ``--image-size``, if any.
-        group: ``{"index", "count", "start_batch", "stop_batch"}`` for a group's share.
-        mds_options: ``{"image_column", "label_column", "num_classes"}`` of an ``mds:`` source;
-            recorded as ``args["mds"]`` only where one differs from its default, so other
-            writes keep their manifest bytes.
-
-    Returns:
-        dict: the manifest.
-    """
-    schedule = Schedule(len(source), config.batch_size, config.epochs)
-    sampler = "sample_row_params" if config.mode == "sample" else "sample_params"
-    manifest = {
-        "format": "cutmix-premixed",
-        "format_version": 1,
-        "tool": "cutmix",
-        "tool_version": tool_version(),
-        "args": {
-            "alpha": config.alpha,
-            "batch_size": config.batch_size,
-            "compression": config.compression,
-            "encoding": config.encoding,
-            "epochs": config.epochs,
-            "image_size": image_size,
-            "seed": config.seed,
-            "size_limit": config.size_limit,
-            "source": source_spec,
-            # Where this machine found the source, so verify elsewhere can suggest --source.
-            "source_resolved": resolve_spec(source_spec),
-            "split": split,
-        },
-        "source": {
-            "fingerprint": source.fingerprint(),
-            "num_images": len(source),
-            "image_shape": [int(d) for d in source.images.shape[1:]],
-        },
-        "num_classes": source.num_classes,
-        "class_names": list(source.class_names),
-        "num_samples": schedule.total_samples,
-        "batches_per_epoch": schedule.batches_per_epoch,
-        "columns": column_encodings(config.encoding, source.images.shape[1:], source.num_classes),
-        "generator_keys": {
-            "epoch_order": f"torch.randperm(N, generator=derive_generator(seed, epoch, {ORDER_KEY}))",
-            "batch": f"{sampler}(len(batch), H, W, alpha, derive_generator(seed, epoch, batch))",
-        },
-    }
-    if config.mode != "batch":  # recorded only where it is not the default: batch bytes unchanged
-        manifest["args"]["mode"] = config.mode
-    defaults = {"image_column": "image", "label_column": "label", "num_classes": None}
-    if mds_options and any(mds_options.get(k, v) != v for k, v in defaults.items()):
-        manifest["args"]["mds"] = {k: mds_options.get(k, v) for k, v in defaults.items()}
-    if group is not None:
-        manifest["group"] = group
-    return manifest
 
 
 def manifest_bytes(manifest: dict) -> bytes:

@@ -10,10 +10,10 @@ import os
 import tempfile
 
 from writer.errors import WriterError
-from writer.integrity import DatasetError, check_layout, mismatched_local_shard, strip_group
-from writer.manifest import INDEX_NAME, MANIFEST_NAME, manifest_bytes
-from writer.store import Destination, DestinationError
-from writer.uri import UnsafeNameError, is_remote, join_uri, read_json
+from writer.format.checks import DatasetError, check_layout, mismatched_local_shard, strip_group
+from writer.format.manifest import INDEX_NAME, MANIFEST_NAME, manifest_bytes
+from writer.format.names import UnsafeNameError, is_remote, join_uri, read_json
+from writer.publish.store import Destination, DestinationError
 
 __all__ = ["MergeError", "group_name", "merge_groups"]
 
@@ -53,7 +53,7 @@ def _check_local_group(out: str, name: str) -> None:
 def _check_local_shard_sizes(out: str, name: str, group_index: dict, index: int) -> None:
     """Refuse a local group whose shard files are missing or not the size its index records.
 
-    The check a local dataset gets when it is opened (:func:`~writer.integrity.mismatched_local_shard`).
+    The check a local dataset gets when it is opened (:func:`~writer.format.checks.mismatched_local_shard`).
     """
     if is_remote(out):
         return
