@@ -295,9 +295,9 @@ def test_the_batch_loader_downloads_a_remote_dataset_as_streaming_does(dataset: 
     expected = list(_per_sample_loader(dataset, 10))
     clean_stale_shared_memory()
     ds = PremixedDataset(remote=str(dataset), local=str(tmp_path / "cache"), batch_size=10)
-    assert not ds._nothing_to_prepare()  # nothing is local yet: streaming's threads download
+    assert not ds.all_local_and_raw()  # nothing is local yet: streaming's threads download
     _assert_same_batches(list(PremixedLoader(ds)), expected)
-    assert ds._nothing_to_prepare()
+    assert ds.all_local_and_raw()
 
 
 def test_a_batch_is_the_stacked_samples_for_any_ids(cifar_root: Path, tmp_path: Path) -> None:

@@ -315,10 +315,10 @@ def _descriptors() -> list[str]:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 def test_close_releases_the_shared_memory_streaming_kept_until_exit(dataset: Path) -> None:
-    from writer.read.dataset import _shared_blocks
+    from writer.streaming_seam import shared_blocks
 
     with PremixedDataset(local=str(dataset), batch_size=8) as ds:
-        names = ["/dev/shm/" + block.shm.name.lstrip("/") for block in _shared_blocks(ds)]
+        names = ["/dev/shm/" + block.shm.name.lstrip("/") for block in shared_blocks(ds)]
         assert len(names) >= 6 and all(os.path.exists(n) for n in names)
         assert set(names) <= set(_descriptors())
         ds[[0, 1]]
@@ -351,10 +351,10 @@ def _drop_a_copy(data: bytes) -> None:
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm")
 def test_a_workers_copy_leaves_the_shared_memory_to_its_owner(dataset: Path) -> None:
-    from writer.read.dataset import _shared_blocks
+    from writer.streaming_seam import shared_blocks
 
     with PremixedDataset(local=str(dataset), batch_size=8) as ds:
-        names = ["/dev/shm/" + block.shm.name.lstrip("/") for block in _shared_blocks(ds)]
+        names = ["/dev/shm/" + block.shm.name.lstrip("/") for block in shared_blocks(ds)]
         # As a DataLoader worker started by spawn gets it: pickled, then dropped at its exit.
         worker = multiprocessing.get_context("spawn").Process(target=_drop_a_copy,
                                                                args=(pickle.dumps(ds),))

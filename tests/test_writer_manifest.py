@@ -35,14 +35,14 @@ def test_read_manifest_is_the_one_reader(tmp_path: Path) -> None:
 
 
 def test_every_specific_writer_error_is_a_writer_error_and_keeps_its_old_base() -> None:
-    from writer.read.dataset import CorruptShardError
-    from writer.format.checks import DatasetError
-    from writer.publish.merge import MergeError
     from writer.audit.preview import PreviewError
-    from writer.pipeline.sources import SourceError
-    from writer.publish.store import DestinationError
-    from writer.format.names import UnsafeNameError
     from writer.audit.verify import VerifyError
+    from writer.format.checks import DatasetError
+    from writer.format.names import UnsafeNameError
+    from writer.pipeline.sources import SourceError
+    from writer.publish.merge import MergeError
+    from writer.publish.store import DestinationError
+    from writer.read.dataset import CorruptShardError
 
     for error, old in ((SourceError, ValueError), (DatasetError, ValueError),
                        (VerifyError, DatasetError), (UnsafeNameError, ValueError),

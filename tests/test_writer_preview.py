@@ -75,9 +75,9 @@ def test_a_preview_into_the_dataset_or_not_named_png_is_refused(cifar_root: Path
 
 
 def test_a_bad_dataset_raises_preview_error_not_verify_error(cifar_root: Path, tmp_path: Path) -> None:
-    from writer.errors import WriterError
     from writer.audit.preview import PreviewError
     from writer.audit.verify import VerifyError
+    from writer.errors import WriterError
 
     with pytest.raises(PreviewError, match="cutmix_manifest.json|index.json") as info:
         render_preview(str(tmp_path / "nothing"), str(tmp_path / "grid.png"))

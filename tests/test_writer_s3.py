@@ -129,12 +129,12 @@ def test_cancelled_shard_jobs_log_no_traceback(tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     from concurrent.futures import Future
 
-    from writer.pipeline.write import _index_writer
+    from writer.streaming_seam import index_writer
 
     # MDSWriter hands each staged shard to a thread pool; after a failure its queued jobs are
     # cancelled, and streaming's done-callback calls future.exception() on each, which raises
     # CancelledError: concurrent.futures logs that with a traceback above our one-line error.
-    writer = _index_writer(out=str(tmp_path / "staging"), columns={"x": "int"})
+    writer = index_writer(out=str(tmp_path / "staging"), columns={"x": "int"})
     future: Future = Future()
     future.add_done_callback(writer.exception_callback)
     future.cancel()

@@ -22,8 +22,8 @@ from test_writer_cli import failed, ok, run, write
 
 from writer import PremixedDataset
 from writer.format.checks import DatasetError, check_index, check_layout
-from writer.publish.merge import MergeError, merge_groups
 from writer.format.names import UnsafeNameError, check_member, member_path
+from writer.publish.merge import MergeError, merge_groups
 
 
 def _climb(target: Path) -> str:

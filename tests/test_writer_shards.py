@@ -1,4 +1,4 @@
-"""writer.pipeline.shards and writer.pipeline.pool: shards cut where MDSWriter cuts them, built by workers, same bytes."""
+"""writer.pipeline.shards and .pool: shards cut where MDSWriter cuts them, built by workers, same bytes."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from writer.pipeline.shards import (
     seal_shard,
 )
 from writer.pipeline.sources import ImageSet, load_cifar10
-from writer.pipeline.write import HASHES, _index_writer
+from writer.pipeline.write import HASHES
+from writer.streaming_seam import index_writer
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -48,7 +49,7 @@ def _streaming_shards(folder: Path, rows: list[bytes], **kwargs: object) -> tupl
 
 def _ours(folder: Path, pieces: list[list[bytes]], **kwargs: object) -> tuple[dict, list]:
     folder.mkdir()
-    form = ShardFormat.from_writer(_index_writer(out=str(folder / "cfg"), columns={"x": "bytes"},
+    form = ShardFormat.from_writer(index_writer(out=str(folder / "cfg"), columns={"x": "bytes"},
                                                  hashes=HASHES, **kwargs))
     planner = ShardPlanner(form)
     blobs = {i: b"".join(rows) for i, rows in enumerate(pieces)}
@@ -96,7 +97,7 @@ def test_rows_placed_batch_by_batch_make_mdswriters_shards(
     root = tmp_path_factory.mktemp("placed")
     want_files, want_index = _streaming_shards(root / "streaming", rows, size_limit=size_limit)
     (root / "ours").mkdir()
-    form = ShardFormat.from_writer(_index_writer(out=str(root / "cfg"), columns={"x": "bytes"},
+    form = ShardFormat.from_writer(index_writer(out=str(root / "cfg"), columns={"x": "bytes"},
                                                  hashes=HASHES, size_limit=size_limit))
     specs = plan_fixed(form, row_size, piece_rows)
     where = placements(form, specs)
@@ -156,7 +157,7 @@ def test_pool_shards_equal_mdswriter_fed_row_by_row(source: ImageSet, tmp_path: 
                                                compression=compression)
     for workers in (1, 2):
         staging = tmp_path / f"w{workers}"
-        writer = _index_writer(out=str(staging), columns={"x": "bytes"}, hashes=HASHES,
+        writer = index_writer(out=str(staging), columns={"x": "bytes"}, hashes=HASHES,
                                size_limit=9000, compression=compression)
         steps = list(write_shards(source, schedule, ShardFormat.from_writer(writer), str(staging),
                                   seed=5, alpha=1.0, encoding=encoding, start=start, stop=stop,

@@ -15,7 +15,8 @@ from writer.pipeline.premix import Schedule
 from writer.pipeline.shards import ShardFormat
 from writer.pipeline.sharedmem import attach, shareable, shared_empty
 from writer.pipeline.sources import ImageSet, load_cifar10, load_digits, load_imagefolder
-from writer.pipeline.write import HASHES, _index_writer
+from writer.pipeline.write import HASHES
+from writer.streaming_seam import index_writer
 
 
 def test_shareable_finds_the_buffer_and_offset_of_contiguous_views() -> None:
@@ -58,7 +59,7 @@ def test_the_loaders_put_their_pixels_in_shared_memory(tmp_path: Path) -> None:
 
 def _write(source: ImageSet, folder: Path, workers: int) -> dict[str, bytes]:
     schedule = Schedule(len(source), 8, 2)
-    writer = _index_writer(out=str(folder), columns={"x": "bytes"}, hashes=HASHES, size_limit=9000)
+    writer = index_writer(out=str(folder), columns={"x": "bytes"}, hashes=HASHES, size_limit=9000)
     for _ in write_shards(source, schedule, ShardFormat.from_writer(writer), str(folder), seed=3,
                           alpha=1.0, encoding="raw", workers=workers):
         pass

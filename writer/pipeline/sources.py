@@ -546,7 +546,7 @@ def load_mds(
             raise SourceError(f"cannot read MDS dataset {uri}: {e}") from None
         finally:
             if dataset is not None:  # its shared memory would stay open until the process exits
-                from writer.read.dataset import release_shared_memory
+                from writer.streaming_seam import release_shared_memory
 
                 release_shared_memory(dataset)
     if not images:

@@ -11,7 +11,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any
 
 from cutmix_algo.sampling import ORDER_KEY
 from writer.format.columns import column_encodings
@@ -36,26 +35,6 @@ class WriteSummary:
     shards: int
     bytes: int
     seconds: float
-
-
-def _index_writer(**kwargs: Any) -> Any:
-    from streaming import MDSWriter
-
-    class IndexWriter(MDSWriter):
-        """An ``MDSWriter`` that is handed finished shards: it writes none, only the index.
-
-        Its config, size accounting and index are streaming's own; the shards come from
-        :func:`writer.pipeline.pool.write_shards`, which cuts them where ``write`` would have.
-        """
-
-        def exception_callback(self, future: Future) -> None:
-            # streaming's callback calls future.exception(), which raises CancelledError for the
-            # jobs cancel_future_jobs() cancels after a failure: concurrent.futures would log a
-            # traceback per job above the one-line error.
-            if not future.cancelled():
-                super().exception_callback(future)
-
-    return IndexWriter(**kwargs)
 
 
 def write_premixed(
@@ -96,6 +75,8 @@ def write_premixed(
     """
     from tqdm import tqdm
 
+    from writer.streaming_seam import add_finished_shard, index_writer
+
     schedule = Schedule(len(source), config.batch_size, config.epochs)
     stop = schedule.total_batches if stop is None else stop
     total = schedule.first_sample(stop) - schedule.first_sample(start)
@@ -115,7 +96,7 @@ def write_premixed(
     own_claim = not destination.claimed
     destination.claim()
     done = False
-    writer = _index_writer(
+    writer = index_writer(
         out=destination.open_staging(),
         columns=manifest["columns"],
         compression=config.compression,
@@ -131,7 +112,7 @@ def write_premixed(
                                   file=sys.stderr, disable=not progress, mininterval=0.5) as bar:
             for rows, entries in steps:
                 for entry in entries:
-                    writer.shards.append(entry)
+                    add_finished_shard(writer, entry)
                     on_shard((entry["zip_data"] or entry["raw_data"])["basename"])
                 bar.update(rows)
         writer.finish()  # index.json in staging

@@ -144,29 +144,6 @@ def _parse(data: bytes) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _s3_uploader(staging: str, uri: str, timeout: float) -> Any:
-    """streaming's S3Uploader with botocore timeouts and no botocore retries of its own.
-
-    streaming builds its client with botocore's defaults (60 s connect, 60 s read, up to five
-    attempts each), so a frozen endpoint is silent for minutes; attempts are made and reported
-    by :meth:`Destination.publish` instead.
-    """
-    import boto3
-    from botocore.config import Config
-    from streaming.base.storage.upload import CloudUploader, S3Uploader
-
-    class TimedS3Uploader(S3Uploader):
-        def __init__(self) -> None:  # S3Uploader.__init__ with a Config of our own
-            CloudUploader.__init__(self, (staging, uri), retry=1)
-            config = Config(connect_timeout=timeout, read_timeout=timeout,
-                            retries={"total_max_attempts": 1})
-            self.s3 = boto3.session.Session().client(
-                "s3", config=config, endpoint_url=os.environ.get("S3_ENDPOINT_URL"))
-            self.check_bucket_exists(self.remote)
-
-    return TimedS3Uploader()
-
-
 class Destination:
     """Where a dataset is published: a local folder or a remote prefix.
 
@@ -206,7 +183,9 @@ class Destination:
             self.staging = os.path.join(self._scratch.path, "staging")
             try:
                 if self.uri.startswith("s3://"):
-                    self._uploader = _s3_uploader(self.staging, self.uri, timeout)
+                    from writer.streaming_seam import timed_s3_uploader
+
+                    self._uploader = timed_s3_uploader(self.staging, self.uri, timeout)
                 else:
                     self._uploader = CloudUploader.get((self.staging, self.uri), retry=1)
             except Exception as e:  # botocore & co. raise many kinds; all mean "unusable"

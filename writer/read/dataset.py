@@ -17,23 +17,16 @@ rather than a Python call per sample.
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import os
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from streaming import StreamingDataLoader, StreamingDataset
-from streaming.base.constant import TICK
-from streaming.base.dataset import _Iterator, _ShardState
-from streaming.base.shared import SharedMemory
 
 from writer.errors import WriterError
 from writer.format.checks import (
@@ -46,8 +39,9 @@ from writer.format.checks import (
 )
 from writer.format.manifest import INDEX_NAME, MANIFEST_NAME, read_manifest
 from writer.format.names import fetch, is_remote, join_uri, member_path
+from writer.streaming_seam import SeamDataset, SeamLoader, release_shared_memory
 
-__all__ = ["CorruptShardError", "PremixedDataset", "PremixedLoader", "read_manifest", "release_shared_memory"]
+__all__ = ["CorruptShardError", "PremixedDataset", "PremixedLoader", "read_manifest"]
 
 class CorruptShardError(WriterError, ValueError):
     """A shard of a pre-mixed dataset does not hold what its index says (truncated, altered)."""
@@ -320,7 +314,7 @@ def _place_index(folder: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class PremixedDataset(StreamingDataset):
+class PremixedDataset(SeamDataset):
     """A pre-mixed CutMix dataset yielding ``(image, label)``, checked as it is read.
 
     ``image`` is the stored pixels as a uint8 ``C x H x W`` tensor (a view of the row read:
@@ -401,7 +395,7 @@ class PremixedDataset(StreamingDataset):
         index_bytes, manifest_bytes, index, layout = _checked(where)
         self.identity = hashlib.sha256(manifest_bytes + b"\0" + index_bytes).hexdigest()[:16]
         self.manifest = json.loads(manifest_bytes)
-        self._where, self._layout, self._corrupt = where, layout, None
+        self.where, self._layout = where, layout
         shards = index["shards"]
         if remote is None:
             validate_hash = None  # nothing is downloaded; sizes now, labels on read
@@ -426,21 +420,21 @@ class PremixedDataset(StreamingDataset):
                          batch_size=batch_size, validate_hash=validate_hash, **kwargs)
         self.transform, self.image_dtype = transform, image_dtype
         self._shard_bounds = np.concatenate([[0], np.cumsum(self.samples_per_shard)])
-        self._batch_drop_last: bool | None = None  # set by PremixedLoader: iterate batches
-        # Raw rows: one read into one buffer, one record view of it, instead of streaming's
+                # Raw rows: one read into one buffer, one record view of it, instead of streaming's
         # open per sample and copy per column. Not with a cache limit: an evicted shard's
         # descriptor would hold its disk space.
         files = _OpenShards()
         self._raw_records: list[np.dtype | None] = []  # per shard: its row record if read raw
+        self._row_readers: list[_ShardRows | None] = []
         for shard in self.shards:
             decoder = _FixedRowDecoder.for_columns(shard.column_names, shard.column_encodings,
                                                    shard.column_sizes)
-            if decoder is not None:
-                shard.decode_sample = decoder
-                if not self.cache_limit:
-                    path = os.path.join(shard.dirname, shard.split, shard.raw_data.basename)
-                    shard.get_sample_data = _ShardRows(path, files)
             raw = decoder is not None and not self.cache_limit
+            rows = None
+            if raw:
+                rows = _ShardRows(os.path.join(shard.dirname, shard.split, shard.raw_data.basename), files)
+            self.use_shard_reader(shard, decoder, rows)
+            self._row_readers.append(rows)
             self._raw_records.append(decoder.record if raw else None)
         self._closed = False
         self._owner = os.getpid()  # copies in loader workers (pickled or forked) release nothing
@@ -482,76 +476,22 @@ class PremixedDataset(StreamingDataset):
         shard = self.shards[shard_id]
         return (shard.zip_data or shard.raw_data).basename
 
-    def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
-        """Streaming's download of a shard, with a checksum failure named as a corrupt shard.
-
-        Streaming's download thread calls this for every sample, and each call takes the cache's
-        file lock (an open, two flocks and a close) even when the shard is long since local;
-        that cost more than reading the sample. Without a cache limit nothing evicts a local
-        shard, so its state can be read without the lock, as streaming's own ``get_item`` reads
-        and touches it (streaming is pinned: ``_shard_states`` is its internal).
-        """
-        # blocking: a reader found the file missing (get_item, _read_rows): streaming's own path
-        # then fetches it again, as after a failed download (see _forget_failed_download).
-        if not blocking and not self.cache_limit and self._shard_states[shard_id] == _ShardState.LOCAL:
-            self._shard_access_times[shard_id] = time.time_ns()
-            return
-        try:
-            super().prepare_shard(shard_id, blocking)
-        except ValueError as e:
-            if "Checksum failure" not in str(e):
-                raise
-            self._forget_failed_download(shard_id)
-            shard = self.shards[shard_id]
-            name = (shard.zip_data or shard.raw_data).basename
-            # Kept: in iteration this runs in streaming's download thread, and __iter__ reraises it.
-            self._corrupt = CorruptShardError(
-                f"shard {name} of {self._where} is corrupt: it fails its {self.streams[0].validate_hash} "
-                "hash after download")
-            raise self._corrupt from None
-
-    def _forget_failed_download(self, shard_id: int) -> None:
-        """Undo what streaming leaves behind when a downloaded shard fails its hash.
-
-        Streaming raises with the failed copy still in the local cache and the shard still marked
-        as being prepared: every other worker waiting for that shard then waits forever (a
-        DataLoader with several workers hung), and a later open would take the cached copy, of
-        the right size, as a good local shard and read it unchecked. The copy is removed and the
-        shard marked local, which ends every wait for it (streaming's readiness thread waits for
-        "local" only); a reader then finds the file missing and, as streaming does for an evicted
-        shard, downloads it again under the lock and meets the same error itself. A later open
-        finds no file and downloads it.
-        """
-        stream = self.streams[self.stream_per_shard[shard_id]]
-        if stream.remote is None:
-            return  # nothing was downloaded: the files are the user's own
-        folder = os.path.join(stream.local, stream.split)
-        remote = os.path.join(stream.remote, stream.split)
-        if not is_remote(stream.remote) and os.path.realpath(folder) == os.path.realpath(remote):
-            return  # the cache is the remote itself: never delete the user's files
-        lock = self._cache_filelock
-        lock.acquire()
-        try:
-            for pair in self.shards[shard_id].file_pairs:
-                for info in pair:
-                    if info is not None:
-                        try:
-                            os.remove(os.path.join(folder, info.basename))
-                        except FileNotFoundError:
-                            pass
-            self._shard_states[shard_id] = _ShardState.LOCAL
-        finally:
-            lock.release()
+    def hash_failure(self, shard_id: int) -> CorruptShardError:
+        """The error for a downloaded shard failing its hash (raised by streaming's seam)."""
+        shard = self.shards[shard_id]
+        name = (shard.zip_data or shard.raw_data).basename
+        return CorruptShardError(f"shard {name} of {self.where} is corrupt: it fails its "
+                                 f"{self.streams[0].validate_hash} hash after download")
 
     def _unreadable(self, name: str, index: int, error: Exception) -> CorruptShardError:
-        if self._corrupt is not None:
-            return self._corrupt
-        return CorruptShardError(f"shard {name} of {self._where} is corrupt or unreadable: sample {index}: "
+        if self.failed_download is not None:
+            return self.failed_download
+        return CorruptShardError(f"shard {name} of {self.where} is corrupt or unreadable: sample {index}: "
                                  f"{type(error).__name__}: {error}")
 
     def _not_a_distribution(self, name: str, index: int) -> CorruptShardError:
         return CorruptShardError(
-            f"shard {name} of {self._where} is corrupt: sample {index}'s label is not a distribution "
+            f"shard {name} of {self.where} is corrupt: sample {index}'s label is not a distribution "
             f"over {self._layout.num_classes} classes (finite, non-negative, summing to 1); run "
             "`cutmix-writer verify` on it")
 
@@ -652,7 +592,7 @@ class PremixedDataset(StreamingDataset):
                    into: memoryview, ids: np.ndarray) -> None:
         """:meth:`_OpenShards.read_rows` for one shard, downloading it if it is missing."""
         shard = self.shards[shard_id]
-        reader = shard.get_sample_data
+        reader = self._row_readers[shard_id]
         name = (shard.zip_data or shard.raw_data).basename
         for attempt in (0, 1):
             try:
@@ -668,133 +608,7 @@ class PremixedDataset(StreamingDataset):
                 raise
             except Exception as e:  # a short header or offset table, fewer rows than the index
                 raise self._unreadable(name, int(ids[places[0]]), e) from None
-        self._shard_access_times[shard_id] = time.time_ns()
-
-    def _nothing_to_prepare(self) -> bool:
-        """Whether every shard is local and raw, and nothing can evict one (no cache limit)."""
-        if self.cache_limit or not (self._shard_states.numpy() == _ShardState.LOCAL).all():
-            return False
-        return all(os.path.isfile(os.path.join(shard.dirname, shard.split, shard.raw_data.basename))
-                   for shard in self.shards)
-
-    def on_exception(self, future: Future) -> None:
-        """Streaming's done-callback for its threads, quiet for a corrupt shard.
-
-        Streaming re-raises a thread's exception inside the callback, where ``concurrent.futures``
-        logs it with a traceback. A corrupt shard is recorded and raised by :meth:`__iter__` as
-        one clear error, so for it only the other threads are told to stop; any other exception
-        keeps streaming's traceback (:meth:`__iter__` then points at it).
-        """
-        if self._corrupt is not None and future.exception() is self._corrupt:
-            self._event.set()
-            return
-        super().on_exception(future)
-
-    def _prepare_thread(self, it: _Iterator) -> None:
-        """Streaming's download thread, which ends at once when there is nothing to download.
-
-        It walks the epoch's samples one by one holding the GIL between them, which the
-        reading thread then waits for (up to the 5 ms switch interval) after every read.
-        """
-        if self._nothing_to_prepare():
-            it.prepare_index = it.total
-            it.on_exit()
-            return
-        try:
-            super()._prepare_thread(it)
-        except BaseException:
-            # Streaming's thread raises without saying it exited, and the epoch's end
-            # (_Iterator.exit) then waits for it forever: say so, then raise.
-            it.on_exit()
-            raise
-
-    def _ready_thread(self, it: _Iterator) -> None:
-        """Streaming's readiness thread, which marks every sample ready when all are local."""
-        if self._nothing_to_prepare():
-            it.ready_index = it.total
-            it.on_exit()
-            return
-        try:
-            super()._ready_thread(it)
-        except BaseException:  # as in _prepare_thread
-            it.on_exit()
-            raise
-
-    def _each_sample_id(self, it: _Iterator) -> Iterator[Any]:
-        """Streaming's yield loop; for :class:`PremixedLoader`, a batch's ids at a time.
-
-        Streaming's ``__iter__`` maps ``self.__getitem__`` over what this yields, after its
-        download and ready threads have been started on this worker's partition ``it``. Per
-        sample, that is streaming's loop unchanged. Per batch, the ids are the same ones in the
-        same order, cut into arrays of ``batch_size`` (a short last one kept or dropped as a
-        ``DataLoader`` over this dataset would), and each is handed out once its last sample is
-        ready; ``__getitem__`` reads an array as one batch (:meth:`__getitems__`).
-        """
-        if self._batch_drop_last is None:
-            return super()._each_sample_id(it)
-        return self._each_batch_of_ids(it, self._batch_drop_last)
-
-    def _each_batch_of_ids(self, it: _Iterator, drop_last: bool) -> Iterator[np.ndarray]:
-        places = np.flatnonzero(it.sample_ids != -1)  # streaming pads partitions with -1
-        size = self.batch_size
-        stop = len(places) - len(places) % size if drop_last else len(places)
-        local = self._nothing_to_prepare()  # all ready: no waiting for the ready thread's first tick
-        for first in range(0, stop, size):
-            batch = places[first:first + size]
-            end = int(batch[-1]) + 1
-            while not local and it.ready_index < end and not (it.should_exit() or self._event.is_set()):
-                # The batch's samples are taken as they become ready, as streaming's own loop
-                # takes them, so its threads' read-ahead limit (predownload) counts from here.
-                it.yield_index = max(it.yield_index, it.ready_index)
-                time.sleep(TICK)
-            if it.should_exit() or self._event.is_set():
-                break
-            yield it.sample_ids[batch]
-            it.yield_index = end
-        else:
-            it.yield_index = it.total  # a dropped short batch: its samples count as taken
-        it.on_exit()
-
-    def __iter__(self) -> Iterator[Any]:
-        yield from super().__iter__()
-        # streaming ends an epoch early, silently, when its download thread fails: say why.
-        if self._corrupt is not None:
-            raise self._corrupt
-        if getattr(self, "_event", None) is not None and self._event.is_set():
-            raise RuntimeError(f"streaming's download thread failed while reading {self._where}; "
-                               "see the error above")
-
-
-def release_shared_memory(dataset: StreamingDataset) -> None:
-    """Release the shared memory streaming opened for ``dataset`` now, not at interpreter exit.
-
-    See :meth:`PremixedDataset.close`; the writer's ``mds:`` source loader calls it on the
-    StreamingDataset it reads a source through. ``dataset`` is unusable afterwards.
-    """
-    StreamingDataset.__del__(dataset)  # streaming's own release: marks its local folders free
-    for block in _shared_blocks(dataset):
-        atexit.unregister(block.cleanup)
-        block.cleanup()
-
-
-def _shared_blocks(dataset: StreamingDataset) -> list[SharedMemory]:
-    """The shared-memory blocks a dataset holds, directly or in its shared arrays and barrier."""
-    found: list[SharedMemory] = []
-    seen: set[int] = set()
-
-    def walk(value: object, depth: int) -> None:
-        if id(value) in seen or depth > 3:
-            return
-        seen.add(id(value))
-        if isinstance(value, SharedMemory):
-            found.append(value)
-        elif depth < 3 and hasattr(value, "__dict__") and (
-                value is dataset or type(value).__module__.startswith("streaming.base.shared")):
-            for attribute in vars(value).values():
-                walk(attribute, depth + 1)
-
-    walk(dataset, 0)
-    return found
+        self.touch_shard(shard_id)
 
 
 def _as_read(batch: Any) -> Any:
@@ -802,7 +616,7 @@ def _as_read(batch: Any) -> Any:
     return batch
 
 
-class PremixedLoader(StreamingDataLoader):
+class PremixedLoader(SeamLoader):
     """``StreamingDataLoader`` over a :class:`PremixedDataset` that reads a batch at once.
 
     It yields what ``StreamingDataLoader(dataset, batch_size=dataset.batch_size, drop_last=...)``
@@ -835,8 +649,6 @@ class PremixedLoader(StreamingDataLoader):
         >>> images, labels = next(iter(PremixedLoader(ds)))  # doctest: +SKIP
     """
 
-    _iterator = None  # StreamingDataLoader.__del__ reads it, even after __init__ refused its arguments
-
     def __init__(self, dataset: PremixedDataset, drop_last: bool = True, **kwargs: Any) -> None:
         if not isinstance(dataset, PremixedDataset):
             raise TypeError(f"dataset: PremixedLoader reads a PremixedDataset, got {type(dataset).__name__}")
@@ -846,13 +658,12 @@ class PremixedLoader(StreamingDataLoader):
         taken = sorted(set(kwargs) & {"batch_size", "collate_fn", "sampler", "batch_sampler", "shuffle"})
         if taken:
             raise ValueError(f"{taken[0]}: PremixedLoader sets it (the dataset's batch_size, whole batches)")
-        dataset._batch_drop_last = bool(drop_last)
+        dataset.batch_drop_last = bool(drop_last)
         super().__init__(dataset, batch_size=None, collate_fn=_as_read, **kwargs)
         # Reported, not used: DataLoader batches nothing here (torch reads batch_size only in
         # __init__ and __len__), but Composer takes its default microbatch size from it.
-        # DataLoader refuses to set it after __init__, hence object's own setattr.
-        object.__setattr__(self, "batch_size", size)
+        self.report_batch_size(size)
 
     def __len__(self) -> int:
         samples, size = len(self.dataset), self.batch_size  # this rank's samples per epoch
-        return samples // size if self.dataset._batch_drop_last else -(-samples // size)
+        return samples // size if self.dataset.batch_drop_last else -(-samples // size)
