@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cutmix_algo.functional import CutMixOutput, cutmix_batch, mix_targets, one_hot, paste_box_
+from cutmix_algo.options import check_options
 from cutmix_algo.sampling import (
     Box,
     CutMixParams,
@@ -29,6 +30,7 @@ __all__ = [
     "CutMixOutput",
     "CutMixParams",
     "DenseTargetMetric",
+    "check_options",
     "cutmix_batch",
     "derive_generator",
     "kept_fraction",

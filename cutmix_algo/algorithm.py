@@ -15,19 +15,9 @@ from composer.utils import dist
 from torch.utils.data import DataLoader, default_collate
 from torchmetrics import Metric
 
-from cutmix_algo.functional import (
-    apply_params,
-    check_input,
-    check_mode,
-    check_target,
-    mix_targets,
-    mixup_,
-    one_hot,
-)
+from cutmix_algo.functional import apply_params, check_input, check_target, mix_targets, mixup_, one_hot
+from cutmix_algo.options import check_options
 from cutmix_algo.sampling import (
-    check_alpha,
-    check_int,
-    check_minmax,
     label_lam,
     online_generator,
     sample_lam,
@@ -84,40 +74,9 @@ class DenseTargetMetric(Metric):
         return None
 
 
-def _check_flag(name: str, value: object) -> bool:
-    """Return ``value`` if it is a bool: a string such as ``"false"`` would otherwise count as True."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
-    return bool(value)
-
-
-def _check_probability(p: float, name: str = "p") -> float:
-    try:
-        value = float(p)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}") from None
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
-    return value
-
-
 def _key_record(key: BatchKey) -> int | str | None:
     """A batch key as a checkpoint records it: an index or a name; ``None`` for a getter/setter pair."""
     return key if isinstance(key, (int, str)) and not isinstance(key, bool) else None
-
-
-def _check_interval(interval: str | Time | None) -> Time | None:
-    if interval is None:
-        return None
-    try:
-        value = interval if isinstance(interval, Time) else Time.from_timestring(str(interval))
-    except ValueError:
-        value = None
-    if value is None or value.unit != TimeUnit.BATCH or int(value.value) < 1:
-        raise ValueError(
-            f"log_images_every must be a positive batch interval such as '500ba', got {interval!r}"
-        )
-    return value
 
 
 class CutMix(Algorithm):
@@ -215,43 +174,30 @@ class CutMix(Algorithm):
         minmax: tuple[float, float] | None = None,
         log_images_every: str | Time | None = None,
     ) -> None:
-        self.alpha = check_alpha(alpha)
-        self.p = _check_probability(p)
-        if num_classes is not None:
-            num_classes = check_int("num_classes", num_classes, low=1)
-        self.num_classes = num_classes
-        self.uniform_sampling = _check_flag("uniform_sampling", uniform_sampling)
-        self.input_key = input_key
-        self.target_key = target_key
-        if seed is not None:
-            seed = check_int("seed", seed, low=0, high=2**64 - 1)
-        self.seed = seed
-        if stop_at is None or isinstance(stop_at, Time):
-            self.stop_at = stop_at
-        else:
-            try:
-                self.stop_at = Time.from_timestring(str(stop_at))
-            except ValueError:
-                raise ValueError(
-                    f"stop_at must be a Composer time string such as '90ep' or '0.9dur', "
-                    f"got {stop_at!r}"
-                ) from None
-        if inplace is not None and not isinstance(inplace, bool):
-            raise ValueError(f"inplace must be True, False or None, got {inplace!r}")
-        self.inplace = inplace
-        self.mode = check_mode(mode)
-        self.interpolate_loss = _check_flag("interpolate_loss", interpolate_loss)
-        if self.interpolate_loss and self.mode == "sample":
-            raise ValueError(
-                "interpolate_loss needs one λ per batch (mode='batch'): a model's loss is one "
-                "number per batch, so per-row λ cannot weight it; use dense targets in sample mode"
-            )
-        self.mixup_alpha = check_alpha(mixup_alpha)
-        self.switch_prob = _check_probability(switch_prob, "switch_prob")
-        self.minmax = check_minmax(minmax)
-        self.log_images_every = _check_interval(log_images_every)
-        self._resolved_classes: int | None = num_classes
-        self._resolved_seed: int | None = seed
+        options = check_options(
+            alpha=alpha, p=p, num_classes=num_classes, uniform_sampling=uniform_sampling,
+            input_key=input_key, target_key=target_key, seed=seed, stop_at=stop_at,
+            inplace=inplace, mode=mode, interpolate_loss=interpolate_loss,
+            mixup_alpha=mixup_alpha, switch_prob=switch_prob, minmax=minmax,
+            log_images_every=log_images_every,
+        )
+        self.alpha: float = options["alpha"]
+        self.p: float = options["p"]
+        self.num_classes: int | None = options["num_classes"]
+        self.uniform_sampling: bool = options["uniform_sampling"]
+        self.input_key: BatchKey = input_key
+        self.target_key: BatchKey = target_key
+        self.seed: int | None = options["seed"]
+        self.stop_at: Time | None = options["stop_at"]
+        self.inplace: bool | None = options["inplace"]
+        self.mode: str = options["mode"]
+        self.interpolate_loss: bool = options["interpolate_loss"]
+        self.mixup_alpha: float = options["mixup_alpha"]
+        self.switch_prob: float = options["switch_prob"]
+        self.minmax: tuple[float, float] | None = options["minmax"]
+        self.log_images_every: Time | None = options["log_images_every"]
+        self._resolved_classes = self.num_classes
+        self._resolved_seed = self.seed
         self._told_copy = False
         self.last_lam: float | None = None
         self.last_box: tuple[int, int, int, int] | None = None

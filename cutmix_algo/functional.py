@@ -16,16 +16,14 @@ from typing import NamedTuple
 
 import torch
 
+from cutmix_algo.options import MODES, check_alpha, check_minmax, check_mode, check_num_classes
 from cutmix_algo.paste import gather_boxes_, permute_batch_
 from cutmix_algo.sampling import (
     Box,
     CutMixParams,
     RowParams,
-    check_alpha,
     check_box,
     check_generator,
-    check_int,
-    check_minmax,
     kept_fraction,
     label_lam,
     sample_params,
@@ -33,6 +31,7 @@ from cutmix_algo.sampling import (
 )
 
 __all__ = [
+    "MODES",
     "CutMixOutput",
     "apply_params",
     "box_mask",
@@ -226,7 +225,7 @@ def _check_labels(target: torch.Tensor, num_classes: int | None, name: str = "ta
             "num_classes is required to mix integer class labels (target of shape (N,)); "
             "pass num_classes=K or give dense (N, K) float targets"
         )
-    num_classes = check_int("num_classes", num_classes, low=1)
+    num_classes = check_num_classes(num_classes)
     # Checking values needs them on the host: free on the CPU, a sync on an accelerator, where
     # callers (the Algorithm) check before moving the batch.
     if target.device.type == "cpu" and target.numel():
@@ -266,7 +265,7 @@ def check_target(target: torch.Tensor, input: torch.Tensor, num_classes: int | N
                 f"(N, K) target must be a float tensor of class weights, got dtype {target.dtype}; "
                 "integer class labels must have shape (N,)"
             )
-        if num_classes is not None and target.shape[1] != check_int("num_classes", num_classes, low=1):
+        if num_classes is not None and target.shape[1] != check_num_classes(num_classes):
             raise ValueError(
                 f"dense target has {target.shape[1]} classes but num_classes={num_classes}"
             )
@@ -497,7 +496,7 @@ def cutmix_batch(
     generator = check_generator(generator)  # checked even when box and perm leave it unused
     input = check_input(input)
     if num_classes is not None:
-        num_classes = check_int("num_classes", num_classes, low=1)
+        num_classes = check_num_classes(num_classes)
     if target is not None:
         check_target(target, input, num_classes)
     n, height, width = input.shape[0], input.shape[-2], input.shape[-1]
@@ -520,12 +519,3 @@ def cutmix_batch(
     params = CutMixParams(kept_fraction(box, height, width), box, perm)
     return apply_params(input, target, params, num_classes)
 
-
-MODES = ("batch", "sample")
-
-
-def check_mode(mode: object) -> str:
-    """Return ``mode`` if it is ``"batch"`` or ``"sample"``, else raise ``ValueError``."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return str(mode)

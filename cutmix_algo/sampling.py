@@ -46,8 +46,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from cutmix_algo.options import MAX_ALPHA, check_alpha, check_minmax
+
 __all__ = [
     "AUGMENT_STREAM",
+    "MAX_ALPHA",
     "ORDER_KEY",
     "VERIFY_KEY",
     "Box",
@@ -56,7 +59,6 @@ __all__ = [
     "box_area",
     "check_alpha",
     "check_box",
-    "check_int",
     "derive_generator",
     "epoch_order_generator",
     "kept_fraction",
@@ -104,47 +106,6 @@ class RowParams(NamedTuple):
     lam: torch.Tensor
     boxes: torch.Tensor
     perm: torch.Tensor
-
-
-#: The largest alpha accepted: numpy's Beta sampler returns 0 instead of about 0.5 from roughly
-#: 9e307 on, so a larger alpha would silently act as alpha = 0 (Beta(1e300, 1e300) is 0.5).
-MAX_ALPHA = 1e300
-
-
-def check_alpha(alpha: float) -> float:
-    """Return ``alpha`` as a float, or raise ``ValueError`` if it is negative, NaN, infinite or
-    above :data:`MAX_ALPHA` (where numpy's sampler breaks down)."""
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"alpha must be a number >= 0, got {alpha!r}") from None
-    if math.isnan(value) or value < 0 or math.isinf(value):
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-    if value > MAX_ALPHA:
-        raise ValueError(
-            f"alpha must be at most {MAX_ALPHA:g} (Beta(alpha, alpha) is 0.5 there; numpy's sampler "
-            f"returns 0 for larger values), got {alpha!r}"
-        )
-    return value
-
-
-def check_int(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
-    """Return ``value`` as a Python int, or raise ``ValueError`` naming ``name`` and the range.
-
-    Any integer type is accepted (``int``, numpy integers, 0-d integer tensors), but not ``bool``
-    or floats, even integral ones: a float where an int belongs is usually a mistake upstream.
-    """
-    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point():
-        value = value.item()
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    value = int(value)
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"in [{low}, {high}]" if low is not None and high is not None else (
-            f">= {low}" if low is not None else f"<= {high}"
-        )
-        raise ValueError(f"{name} must be an integer {bounds}, got {value}")
-    return value
 
 
 def derive_generator(*keys: int) -> torch.Generator:
@@ -274,19 +235,6 @@ def check_generator(generator: object) -> torch.Generator | None:
             f"cutmix_algo.sampling.derive_generator(seed)), got {got}"
         )
     return generator
-
-
-def check_minmax(minmax: object) -> tuple[float, float] | None:
-    """Return ``minmax`` as ``(low, high)`` with ``0 <= low <= high <= 1``, or raise ``ValueError``."""
-    if minmax is None:
-        return None
-    try:
-        low, high = (float(v) for v in minmax)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise ValueError(f"minmax must be two numbers (low, high), got {minmax!r}") from None
-    if not 0.0 <= low <= high <= 1.0:  # also rejects NaN
-        raise ValueError(f"minmax must satisfy 0 <= low <= high <= 1, got {minmax!r}")
-    return low, high
 
 
 def _cut_range(side: int, minmax: tuple[float, float]) -> tuple[int, int]:
