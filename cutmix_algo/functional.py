@@ -239,8 +239,75 @@ def _check_labels(target: torch.Tensor, num_classes: int | None, name: str = "ta
     return num_classes
 
 
+def _byte_span(t: torch.Tensor) -> tuple[int, int]:
+    """The bytes of ``t``'s storage from its first element to past its last, ``[start, end)``."""
+    size = t.element_size()
+    start = t.storage_offset() * size
+    last = sum((n - 1) * stride for n, stride in zip(t.shape, t.stride(), strict=True))
+    return start, start + (last + 1) * size
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether an element of ``a`` and one of ``b`` share memory: exact, with no tensor data read.
+
+    Two views of one buffer can interleave without sharing an element (``batch[:, :3]`` and
+    ``batch[:, 3]``, images and a map packed in one tensor), so where their byte ranges overlap,
+    ``a``'s bytes are marked in a host mask of that range (built from shapes and strides alone)
+    and ``b``'s looked up. Tensors in different buffers, on different devices, empty or without
+    memory (meta) share nothing.
+    """
+    if a.device != b.device or not a.numel() or not b.numel():
+        return False
+    pointer = a.untyped_storage().data_ptr()
+    if pointer == 0 or pointer != b.untyped_storage().data_ptr():
+        return False
+    (a_start, a_end), (b_start, b_end) = _byte_span(a), _byte_span(b)
+    if a_end <= b_start or b_end <= a_start:
+        return False
+    low = min(a_start, b_start)
+    marks = torch.zeros(max(a_end, b_end) - low, dtype=torch.bool)
+
+    def bytes_of(t: torch.Tensor) -> torch.Tensor:
+        size = t.element_size()
+        strides = tuple(stride * size for stride in t.stride())
+        return marks.as_strided((*t.shape, size), (*strides, 1), t.storage_offset() * size - low)
+
+    bytes_of(a).fill_(True)
+    return bool(bytes_of(b).any())
+
+
+def _check_no_repeated_memory(t: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` if ``t`` is an expanded view: pasting into it would write shared memory."""
+    for dim, (size, stride) in enumerate(zip(t.shape, t.stride(), strict=True)):
+        if size > 1 and stride == 0:
+            raise ValueError(
+                f"{name} of shape {tuple(t.shape)} is an expanded view (stride 0 in dim {dim}): its "
+                f"entries share memory, so pasting a box into one would write into others; "
+                f"pass {name}.contiguous()"
+            )
+
+
+def _check_target_memory(target: torch.Tensor, input: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``target`` is on ``input``'s device, apart from its memory,
+    and, if it is a map (pasted in place), not an expanded view."""
+    if target.device != input.device:
+        raise ValueError(f"target must be on the input's device ({input.device}), got {target.device}")
+    if _shares_memory(target, input):
+        raise ValueError(
+            f"target (shape {tuple(target.shape)}) shares memory with input: the input's box is "
+            "pasted first, so the target would be mixed from pasted values (a map pasted twice); "
+            "pass target.clone(), or no target to mix the input alone"
+        )
+    if _is_dense_map(target, input):
+        _check_no_repeated_memory(target, "target")
+
+
 def check_target(target: torch.Tensor, input: torch.Tensor, num_classes: int | None) -> None:
-    """Raise ``ValueError`` unless ``target`` is a class target or a dense map ``input`` can mix."""
+    """Raise ``ValueError`` unless ``target`` is a class target or a dense map ``input`` can mix.
+
+    NaN or infinite dense ``(N, K)`` rows are refused on the CPU, in one pass over them; on
+    another device they are not read, which would sync the host.
+    """
     if not isinstance(target, torch.Tensor):
         raise ValueError(f"target must be a torch.Tensor, got {type(target).__name__}")
     if target.shape[0] != input.shape[0]:
@@ -268,6 +335,11 @@ def check_target(target: torch.Tensor, input: torch.Tensor, num_classes: int | N
         if num_classes is not None and target.shape[1] != check_num_classes(num_classes):
             raise ValueError(
                 f"dense target has {target.shape[1]} classes but num_classes={num_classes}"
+            )
+        if target.device.type == "cpu" and not bool(torch.isfinite(target).all()):
+            raise ValueError(
+                "dense target holds NaN or infinite values: mixing would spread them into the "
+                "rows each is mixed with"
             )
         return
     raise ValueError(
@@ -447,14 +519,19 @@ def cutmix_batch(
 
     Args:
         input: ``(N, C, H, W)`` images or ``(N, C, T, H, W)`` videos (one box for every frame);
-            float32/float16/bfloat16/float64 or uint8, any memory format. Written in place;
-            must not require grad. A 4-D shape that looks channels-last (last dim 1, 3 or 4,
-            dims 1 and 2 at least 8) is mixed as given, with a warning once per shape.
+            float32/float16/bfloat16/float64 or uint8, any memory format. Written in place, so
+            it must not require grad nor be an expanded (stride-0) view. A 4-D shape that looks
+            channels-last (last dim 1, 3 or 4, dims 1 and 2 at least 8) is mixed as given, with
+            a warning once per shape.
         target: int labels ``(N,)`` (needs ``num_classes``), dense float ``(N, K)``, or a map whose
-            last two dims are the input's H x W (segmentation; pasted, not interpolated). ``None``
-            mixes the input alone.
-        alpha: Beta(alpha, alpha) parameter for λ before correction; ``0`` gives λ = 0. Default 1.
-        num_classes: number of classes, required for int labels.
+            last two dims are the input's H x W (segmentation; pasted, not interpolated), on the
+            input's device and sharing no memory with it. ``None`` mixes the input alone. Dense
+            rows are mixed as given, row by row: they need not sum to 1 (multi-hot, smoothed or
+            weighted rows are legitimate targets), but NaN or infinite values are refused where
+            reading them is free, on the CPU.
+        alpha: Beta(alpha, alpha) parameter for λ before correction, a number (not a string);
+            ``0`` gives λ = 0. Default 1.
+        num_classes: number of classes, required for int labels; at most ``2**31 - 1``.
         generator: CPU ``torch.Generator`` for every random draw (λ, box, permutation); ``None``
             uses torch's default generator. The same seed gives the same draws on any device.
         box: ``(top, left, bottom, right)`` to use as is instead of sampling one; λ follows from it
@@ -474,13 +551,18 @@ def cutmix_batch(
         CutMixOutput: ``input`` (the same tensor, mixed), ``target``, ``lam``, ``box``, ``perm``.
 
     Raises:
-        ValueError: if ``alpha`` is negative or NaN, ``input`` has fewer than 4 dims, input and
-            target batch sizes differ, labels are not integers (bool included) or, for labels on
-            the CPU, fall outside ``[0, num_classes)`` (on another device they are not read, so
-            that no sync is made: an out-of-range label meets the device's own index assert),
-            int labels come without ``num_classes``, ``box`` lies outside the image,
-            ``generator`` is not a CPU ``torch.Generator``, or ``mode``/``minmax`` is not one of
-            the accepted values.
+        ValueError: naming the argument, before anything is written, if ``alpha`` is not a
+            finite number >= 0; ``input`` is not a 4-D or 5-D float or uint8 batch, requires grad
+            or is an expanded view; ``target`` has another batch size, lies on another device
+            than ``input``, shares memory with it, is a map that is an expanded view, or holds
+            NaN or inf in dense rows on the CPU; labels are not integers (bool included) or, on
+            the CPU, fall outside ``[0, num_classes)``; int labels come without ``num_classes``
+            or ``num_classes`` is not in ``[1, 2**31 - 1]``; ``box`` lies outside the image;
+            ``generator`` is not a CPU ``torch.Generator``; or ``mode``/``minmax`` is not one of
+            the accepted values. Values on an accelerator (labels, dense rows) are not read, so
+            that no sync is made: an out-of-range label meets the device's own index assert, and
+            a NaN row is mixed into its partner's. Meta tensors (shapes, no data) are mixed like
+            any device's when input and target are both on ``meta``.
 
     Example:
         >>> import torch
@@ -495,10 +577,12 @@ def cutmix_batch(
     minmax = check_minmax(minmax)
     generator = check_generator(generator)  # checked even when box and perm leave it unused
     input = check_input(input)
+    _check_no_repeated_memory(input, "input")
     if num_classes is not None:
         num_classes = check_num_classes(num_classes)
     if target is not None:
         check_target(target, input, num_classes)
+        _check_target_memory(target, input)
     n, height, width = input.shape[0], input.shape[-2], input.shape[-1]
 
     if mode == "sample":

@@ -395,6 +395,17 @@ def test_an_input_that_requires_grad_says_cutmix_mixes_in_place() -> None:
         cutmix_batch(x, alpha=1.0)  # allowed where autograd is off
 
 
+def test_dense_targets_holding_nan_are_refused_before_the_batch_is_mixed() -> None:
+    """Checked on the host, before the move: a NaN row would turn every row it is mixed into NaN."""
+    x, labels = _tensors(16)
+    dense = F.one_hot(labels, K).float()
+    dense[11, 2] = float("nan")
+    trainer = _trainer(CutMix(), DataLoader(TensorDataset(x, dense), batch_size=8))
+    with pytest.raises(ValueError, match="dense target holds NaN or infinite values"):
+        trainer.fit()
+    assert int(trainer.state.timestamp.batch) == 1  # the first batch trained; the second was refused
+
+
 def test_n_by_1_int_labels_are_told_the_expected_shape() -> None:
     with pytest.raises(ValueError, match=r"shape \(N,\).*squeeze\(1\)"):
         cutmix_batch(torch.rand(4, 3, 8, 8), torch.zeros(4, 1, dtype=torch.long), num_classes=3)

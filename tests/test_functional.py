@@ -423,6 +423,81 @@ def test_bad_input_leaves_the_batch_alone():
     assert torch.equal(x, orig)
 
 
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        # float("1") is 1.0, but a string is not a number.
+        (lambda x: cutmix_batch(x, alpha="1"), r"^alpha must be a number >= 0, got '1'$"),
+        # Would ask torch for N x 10**12 floats.
+        (lambda x: cutmix_batch(x, torch.tensor([0, 1, 2, 3]), num_classes=10**12), r"^num_classes must be"),
+        # An expanded view's images share memory: torch refuses to write into it.
+        (lambda x: cutmix_batch(x[:1].expand(4, -1, -1, -1)), r"^input of shape \(4, 3, 8, 8\) is an expanded view"),
+        (lambda x: cutmix_batch(x[:, :1].expand(-1, 3, -1, -1)), r"^input .*stride 0 in dim 1"),
+        (lambda x: cutmix_batch(x, torch.zeros(1, 8, 8, dtype=torch.long).expand(4, -1, -1)),
+         r"^target of shape \(4, 8, 8\) is an expanded view"),
+    ],
+)
+def test_inputs_torch_would_fail_on_are_value_errors_naming_the_argument(call, message):
+    x = random_batch((4, 3, 8, 8), torch.float32, 5)
+    orig = x.clone()
+    with pytest.raises(ValueError, match=message):
+        call(x)
+    assert torch.equal(x, orig)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_dense_targets_holding_nan_or_inf_are_refused(bad):
+    """A NaN row would make every row it is mixed into NaN (0 * NaN is NaN)."""
+    y = torch.full((4, 3), 1 / 3)
+    y[2, 1] = bad
+    with pytest.raises(ValueError, match="dense target holds NaN or infinite values"):
+        cutmix_batch(random_batch((4, 3, 8, 8), torch.float32, 5), y, generator=torch.Generator().manual_seed(0))
+
+
+def test_dense_rows_that_are_not_probabilities_are_mixed_as_given():
+    """Multi-hot, label-smoothed or unnormalized rows are all legitimate: each row is mixed linearly."""
+    y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 50.0, 0.0], [0.05, 0.9, 0.05], [2.0, -1.0, 0.0]])
+    perm = torch.tensor([1, 2, 3, 0])
+    out = cutmix_batch(random_batch((4, 3, 8, 8), torch.float32, 5), y, box=(0, 0, 4, 8), perm=perm)
+    assert out.lam == 0.5
+    torch.testing.assert_close(out.target, 0.5 * y + 0.5 * y[perm])
+
+
+@pytest.mark.parametrize(
+    "target_of",
+    [lambda x: x, lambda x: x[:, 0], lambda x: x.view(4, -1), lambda x: x[:, 2, 5, :3]],
+    ids=["the input itself", "a channel as a map", "the input as dense rows", "a slice as dense rows"],
+)
+def test_a_target_sharing_memory_with_the_input_is_refused(target_of):
+    """The input is pasted first: a map in its memory would be pasted twice, rows read pasted."""
+    x = random_batch((4, 3, 8, 8), torch.float32, 5)
+    orig = x.clone()
+    with pytest.raises(ValueError, match=r"^target \(shape .*\) shares memory with input.*target\.clone\(\)"):
+        cutmix_batch(x, target_of(x), box=(0, 0, 4, 4), perm=torch.tensor([1, 2, 3, 0]))
+    assert torch.equal(x, orig)
+
+
+def test_images_and_a_map_packed_in_one_tensor_are_mixed_once_each():
+    """``batch[:, :3]`` and ``batch[:, 3]`` share a buffer but no element: both are pasted, once."""
+    packed = random_batch((4, 4, 8, 8), torch.float32, 6)
+    images, maps = packed[:, :3].clone(), packed[:, 3].clone()
+    perm, box = torch.tensor([1, 2, 3, 0]), (1, 2, 6, 7)
+    out = cutmix_batch(packed[:, :3], packed[:, 3], box=box, perm=perm)
+    expected = cutmix_batch(images, maps, box=box, perm=perm)
+    assert torch.equal(packed[:, :3], expected.input) and torch.equal(out.target, expected.target)
+
+
+@pytest.mark.parametrize(
+    ("input_on", "target_on"), [("cpu", "meta"), ("meta", "cpu")], ids=["labels elsewhere", "input elsewhere"])
+@pytest.mark.parametrize("kind", ["labels", "dense"])
+def test_a_target_on_another_device_is_refused(input_on, target_on, kind):
+    """The mixed target would land on the target's device (or fail copying the permutation)."""
+    x = torch.zeros(4, 3, 8, 8, device=input_on)
+    y = torch.tensor([0, 1, 2, 0]) if kind == "labels" else torch.full((4, 3), 1 / 3)
+    with pytest.raises(ValueError, match=rf"^target must be on the input's device \({input_on}\), got {target_on}$"):
+        cutmix_batch(x, y.to(target_on), num_classes=3)
+
+
 def test_a_channels_last_shape_is_warned_about_once_and_mixed_as_given():
     """(N, H, W, C) passed as (N, C, H, W) would cut the box across width and channels: say so."""
     import warnings
