@@ -1,6 +1,7 @@
 """``cutmix-train compare RECIPE.yaml --variant NAME:k=v[,k=v] ... --seeds N``: variants over seeds.
 
-Every variant is the recipe plus its overrides; every variant runs with ``seed=0 .. N-1``, so
+Every variant is the recipe plus its overrides; every variant runs with ``seed=F .. F+N-1``
+(``--first-seed F``, 0 by default: choose a setting on seeds 1000+, report it on 0..N-1), so
 run ``(variant, s)`` and ``(first variant, s)`` share what the seed decides (the data subset,
 initial weights, data order) and their difference is *paired*. Runs go to a pool of ``--jobs``
 processes, each training in-process what ``cutmix-train RECIPE overrides seed=s`` would, with
@@ -114,8 +115,8 @@ def check_not_run_owned(item: str, where: str) -> None:
     key = item.partition("=")[0].strip()
     if key in RUN_OWNED:
         raise ValueError(
-            f"{where!r}: {key} is set by compare for every run (seeds 0..N-1, run name NAME-seedS) "
-            f"and cannot be overridden; use --seeds, or {{seed}} in another value"
+            f"{where!r}: {key} is set by compare for every run (--first-seed and --seeds, run name "
+            f"NAME-seedS) and cannot be overridden; use --seeds, or {{seed}} in another value"
         )
 
 
@@ -139,7 +140,7 @@ def _resolved(recipe: Path, overrides: Sequence[str]) -> str:
 def _train_images(trainer: Any, config: Any) -> int:
     """Images per pass over the training source: the unit of the eval history's epochs."""
     if config.data.dataset == "premixed":
-        from writer.read.dataset import read_manifest
+        from writer import read_manifest
 
         manifest = read_manifest(config.data.remote or config.data.local)
         return int(manifest["source"]["num_images"])
@@ -502,7 +503,14 @@ def _parse_variants(specs: Sequence[str]) -> list[Variant]:
     help="An arm: the recipe plus these overrides ({seed} in a value becomes the run's seed). "
     "Repeat; the first is the reference for the paired gains.",
 )
-@click.option("--seeds", type=click.IntRange(min=2), required=True, help="Run seeds 0..N-1 for every variant.")
+@click.option("--seeds", type=click.IntRange(min=2), required=True, help="Run N seeds for every variant.")
+@click.option(
+    "--first-seed",
+    type=click.IntRange(min=0, max=2**31),
+    default=0,
+    show_default=True,
+    help="Seeds are F..F+N-1: keep 0.. for reported results and choose settings on others (1000..).",
+)
 @click.option(
     "--jobs",
     type=click.IntRange(min=1),
@@ -521,10 +529,11 @@ def compare(
     overrides: tuple[str, ...],
     variant_specs: tuple[str, ...],
     seeds: int,
+    first_seed: int,
     jobs: int | None,
     out: Path,
 ) -> None:
-    """Train every variant of RECIPE for seeds 0..N-1 and compare their eval accuracy.
+    """Train every variant of RECIPE for seeds F..F+N-1 (--first-seed F) and compare their eval accuracy.
 
     OVERRIDES apply to every variant, before the variant's own. Prints a table (mean eval
     accuracy with its 95% t-interval per variant; the paired gain of each variant over the first,
@@ -543,7 +552,7 @@ def compare(
             check_not_run_owned(item, item)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="OVERRIDES") from None
-    seed_list = list(range(seeds))
+    seed_list = list(range(first_seed, first_seed + seeds))
     runs = [Run(v.name, s, run_overrides(overrides, v, s)) for v in variants for s in seed_list]
     # Every run's recipe is checked before any trains: a bad variant fails now, by name.
     resolved: dict[str, str] = {}

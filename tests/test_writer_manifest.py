@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from writer.errors import ManifestError, ManifestNotFoundError, WriterError
-from writer.format.manifest import INDEX_NAME, MANIFEST_NAME, PremixConfig, config_from_manifest, read_manifest
+from writer.format.manifest import INDEX_NAME, MANIFEST_NAME, PremixConfig, config_from_manifest
+from writer.format.opening import read_manifest
 
 
 def test_index_name_is_streamings() -> None:
@@ -34,7 +35,10 @@ def test_read_manifest_is_the_one_reader(tmp_path: Path) -> None:
     assert read_manifest(str(tmp_path)) == {"args": {"seed": 1}}
 
 
-def test_every_specific_writer_error_is_a_writer_error_and_keeps_its_old_base() -> None:
+def test_the_writer_has_one_error_base_and_each_error_keeps_its_builtin_base() -> None:
+    import inspect
+
+    import writer.errors
     from writer.audit.preview import PreviewError
     from writer.audit.verify import VerifyError
     from writer.format.checks import DatasetError
@@ -49,6 +53,8 @@ def test_every_specific_writer_error_is_a_writer_error_and_keeps_its_old_base() 
                        (DestinationError, RuntimeError), (CorruptShardError, ValueError),
                        (PreviewError, ValueError), (MergeError, Exception)):
         assert issubclass(error, WriterError) and issubclass(error, old), error
+    classes = [c for _, c in inspect.getmembers(writer.errors, inspect.isclass) if issubclass(c, Exception)]
+    assert len(set(classes)) == 6  # WriterError and the five a caller catches differently
 
 
 def test_the_cli_turns_any_writer_error_into_one_click_line(monkeypatch: pytest.MonkeyPatch,

@@ -74,12 +74,9 @@ def test_a_preview_into_the_dataset_or_not_named_png_is_refused(cifar_root: Path
     failed(result, "--sample")
 
 
-def test_a_bad_dataset_raises_preview_error_not_verify_error(cifar_root: Path, tmp_path: Path) -> None:
-    from writer.audit.preview import PreviewError
-    from writer.audit.verify import VerifyError
-    from writer.errors import WriterError
+def test_a_missing_dataset_is_a_dataset_not_found_error(cifar_root: Path, tmp_path: Path) -> None:
+    from writer.errors import DatasetNotFoundError
 
-    with pytest.raises(PreviewError, match="cutmix_manifest.json|index.json") as info:
+    with pytest.raises(DatasetNotFoundError, match="cutmix_manifest.json|index.json"):
         render_preview(str(tmp_path / "nothing"), str(tmp_path / "grid.png"))
-    assert isinstance(info.value, WriterError) and not isinstance(info.value, VerifyError)
     failed(run("preview", tmp_path / "nothing", "--out", tmp_path / "grid.png"), "index.json")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from writer.format.manifest import read_manifest
+from writer.format.opening import read_manifest
 from writer.pipeline.imageset import ImageSet, SourceError
 from writer.pipeline.sources import load_cifar10, load_digits, load_imagefolder, load_mds, open_source
 

@@ -19,16 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from cutmix_algo.sampling import Box
-from writer.audit.verify import check_shards, fetch_shards, open_dataset, read_sample
-from writer.errors import WriterError
-from writer.format.checks import DatasetError, Layout, label_classes
+from writer.audit.verify import check_shards, fetch_shards, read_sample
+from writer.errors import DatasetError
+from writer.format.checks import Layout, label_classes
 from writer.format.names import is_remote
+from writer.format.opening import open_dataset
+
+#: A dataset preview cannot draw: a :class:`~writer.errors.DatasetError` (the name is kept for callers).
+PreviewError = DatasetError
 
 __all__ = ["PreviewError", "Tile", "preview_positions", "render_preview"]
 
-
-class PreviewError(WriterError, ValueError):
-    """A dataset cannot be previewed: unreadable, inconsistent, empty, or a drawn sample is bad."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ def _draw(out: str, n: int) -> tuple[list[Tile], list[np.ndarray]]:
     from streaming.base.format import reader_from_json
 
     with tempfile.TemporaryDirectory(prefix="cutmix-preview-") as scratch:
-        folder, index, _, layout = open_dataset(out, scratch)
+        opened = open_dataset(out, scratch, shards=False)  # check_shards checks sizes and hashes
+        folder, index, layout = opened.folder, opened.index, opened.layout
         shards = index["shards"]
         ends = np.cumsum([shard["samples"] for shard in shards])
         positions = preview_positions(layout.total, n)
@@ -141,10 +143,7 @@ def render_preview(out: str, png: str, n: int = 16) -> list[Tile]:
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    try:
-        tiles, images = _draw(out, n)
-    except DatasetError as e:  # what the shared readers (open_dataset, read_sample, …) raise
-        raise PreviewError(str(e)) from None
+    tiles, images = _draw(out, n)
     if not tiles:
         raise PreviewError(f"{out} holds no samples")
     cols = math.ceil(math.sqrt(len(tiles)))

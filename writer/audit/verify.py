@@ -26,29 +26,30 @@ import numpy as np
 import torch
 
 from cutmix_algo.sampling import verify_generator
-from writer.errors import ManifestError
+from writer.errors import DatasetError
 from writer.format.checks import (
-    DatasetError,
     Layout,
     check_index,
-    check_layout,
-    check_merged_groups,
     check_sample,
     label_classes,
     shown,
 )
-from writer.format.manifest import INDEX_NAME, MANIFEST_NAME, read_manifest
-from writer.format.names import UnsafeNameError, fetch, is_remote, member_path, read_json
+from writer.format.manifest import INDEX_NAME, MANIFEST_NAME
+from writer.format.names import fetch, is_remote, member_path, open_member
+from writer.format.opening import open_dataset
 from writer.pipeline.encode import encode_rows
 from writer.pipeline.premix import ScheduleLookup, mix_pair
-from writer.pipeline.sources import SPLITS, ImageSet
+from writer.pipeline.sources import ImageSet
+
+#: A dataset does not match its index, manifest, seed or source: a
+#: :class:`~writer.errors.DatasetError` (the name is kept for callers).
+VerifyError = DatasetError
 
 __all__ = [
     "VerifyError",
     "VerifyReport",
     "check_shards",
     "fetch_shards",
-    "open_dataset",
     "read_sample",
     "recorded_args",
     "source_hint",
@@ -61,9 +62,6 @@ __all__ = [
 # folder is pickles, so those are loaded only when the user passes --source.
 _PATHLESS_SOURCES = ("digits",)
 
-
-class VerifyError(DatasetError):
-    """A dataset does not match its index, its manifest, its seed or its source."""
 
 
 @dataclass(frozen=True)
@@ -84,69 +82,26 @@ class VerifyReport:
     recomputed: bool
 
 
-def _read_index(out: str, scratch: str) -> dict:
-    """Load ``out``'s index (see :func:`writer.format.names.read_json`); ``VerifyError`` if unreadable."""
-    try:
-        return read_json(out, INDEX_NAME, scratch)
-    except UnsafeNameError as e:
-        raise VerifyError(str(e)) from None
-    except (OSError, ValueError) as e:  # missing, a folder, unreadable, not JSON
-        raise VerifyError(f"no readable {INDEX_NAME} at {out}: {e}") from None
-
-
-def _read_manifest(out: str, scratch: str) -> dict:
-    """:func:`writer.format.manifest.read_manifest`, its failure as a ``VerifyError``."""
-    try:
-        return read_manifest(out, scratch)
-    except ManifestError as e:
-        raise VerifyError(str(e)) from None
-
-
 def recorded_args(out: str) -> dict:
     """The write arguments (``source``, ``split``, …) recorded in the manifest of ``out``.
 
+    The dataset is opened (and so checked: :func:`~writer.format.opening.open_dataset`) first.
+
     Raises:
-        VerifyError: if ``out`` has no readable manifest, or its ``source``, ``split`` or
-            ``image_size`` are not what ``cutmix-writer write`` records.
+        DatasetError: if ``out`` is no readable, consistent pre-mixed dataset.
     """
     with tempfile.TemporaryDirectory(prefix="cutmix-verify-") as scratch:
-        args = _read_manifest(out, scratch).get("args")
-    missing = [key for key in ("source", "split", "image_size") if not isinstance(args, dict) or key not in args]
-    if missing:
-        raise VerifyError(f"{MANIFEST_NAME} at {out} is not a cutmix-writer manifest: no args {missing}")
-    assert isinstance(args, dict)
-    size = args["image_size"]
-    if (not isinstance(args["source"], str) or args["split"] not in SPLITS or not (
-            size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 1))):
-        raise VerifyError(f"{MANIFEST_NAME} at {out}: args.source, args.split or args.image_size "
-                          "is not what cutmix-writer records")
-    return args
-
-
-_MDS_OPTIONS = ("image_column", "label_column", "num_classes")
+        return open_dataset(out, scratch, shards=False).manifest["args"]
 
 
 def recorded_mds_options(args: dict) -> dict:
     """The ``mds:`` loader options a write recorded (``args.mds``: the columns, ``num_classes``), or {}.
 
     Verify recomputes with them, so an ``mds:`` source written with ``--image-column``,
-    ``--label-column`` or ``--num-classes`` is loaded as it was written.
-
-    Raises:
-        VerifyError: if ``args.mds`` is not what ``cutmix-writer write`` records.
+    ``--label-column`` or ``--num-classes`` is loaded as it was written (their types were checked
+    when the dataset was opened).
     """
-    options = args.get("mds")
-    if options is None:
-        return {}
-    classes = options.get("num_classes") if isinstance(options, dict) else None
-    if not (
-        isinstance(options, dict)
-        and set(options) <= set(_MDS_OPTIONS)
-        and all(isinstance(options.get(key, "column"), str) for key in _MDS_OPTIONS[:2])
-        and (classes is None or (isinstance(classes, int) and not isinstance(classes, bool) and classes >= 1))
-    ):
-        raise VerifyError(f"{MANIFEST_NAME}: args.mds is not what cutmix-writer records, got {options!r}")
-    return dict(options)
+    return dict(args.get("mds") or {})
 
 
 def trusted_recorded_source(args: dict) -> str | None:
@@ -172,35 +127,14 @@ def source_hint(args: dict) -> str:
     return f"{hint}: --source {spec}"
 
 
-def open_dataset(out: str, scratch: str) -> tuple[str, dict, dict, Layout]:
-    """Read and check the index and manifest of ``out``; nothing else is downloaded yet.
-
-    Returns:
-        tuple: the local folder its shards are (or will be fetched) in, the index, the manifest,
-        and the checked :class:`~writer.format.checks.Layout`.
-
-    Raises:
-        VerifyError: if either file is unreadable, unsafe or inconsistent with the other, or a
-            merged root disagrees with its groups.
-    """
-    index = _read_index(out, scratch)
-    manifest = _read_manifest(out, scratch)
-    try:
-        layout = check_layout(manifest, index)
-        check_merged_groups(manifest, index, lambda name: read_json(out, name, scratch))
-    except DatasetError as e:
-        raise VerifyError(f"{out}: {e}") from None
-    return (scratch if is_remote(out) else out), index, manifest, layout
-
-
 def fetch_shards(out: str, shards: Iterable[dict], scratch: str) -> None:
     """Download the stored files of ``shards`` of the remote dataset ``out`` into ``scratch``."""
     for shard in shards:
         name = (shard["zip_data"] or shard["raw_data"])["basename"]
         try:
             fetch(out, [name], scratch)
-        except UnsafeNameError as e:
-            raise VerifyError(str(e)) from None
+        except DatasetError:
+            raise
         except Exception as e:
             raise VerifyError(f"shard {name} cannot be downloaded from {out}: {e}") from None
 
@@ -225,16 +159,13 @@ def check_shards(folder: str, shards: list[dict], unpacked: str,
         stored = shard["zip_data"] or shard["raw_data"]
         name = stored["basename"]
         try:
-            path = member_path(folder, name, f"{INDEX_NAME} shard")
-            with open(path, "rb") as f:
+            with os.fdopen(open_member(folder, name, f"{INDEX_NAME} shard"), "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 # The size first: an index may claim any size, and reading is what costs.
                 if size != stored["bytes"]:
                     raise VerifyError(f"shard {name} has {size} bytes, index says "
                                       f"{stored['bytes']}: the file is corrupt")
                 data = f.read()
-        except UnsafeNameError as e:
-            raise VerifyError(str(e)) from None
         except OSError:
             raise VerifyError(f"shard {name} listed in {INDEX_NAME} is missing") from None
         if not stored["hashes"]:
@@ -253,8 +184,8 @@ def check_shards(folder: str, shards: list[dict], unpacked: str,
             try:
                 raw = decompress(shard["compression"], data)
                 target = member_path(unpacked, raw_name, f"{INDEX_NAME} shard")
-            except UnsafeNameError as e:
-                raise VerifyError(str(e)) from None
+            except DatasetError:
+                raise
             except Exception as e:  # a codec's own errors for data that is not what it says
                 raise VerifyError(f"shard {name} does not decompress: {e}") from None
             if len(raw) != shard["raw_data"]["bytes"] or not shard["raw_data"]["hashes"] or any(
@@ -282,10 +213,7 @@ def read_sample(reader: Any, row: int, layout: Layout, where: str) -> tuple[byte
     except Exception as e:  # numpy, struct and PIL errors for bytes that are not a sample
         raise VerifyError(f"{where}: cannot be decoded ({type(e).__name__}: {e}); the shard "
                           "is not what its index says") from None
-    try:
-        check_sample(item, layout, where)
-    except DatasetError as e:
-        raise VerifyError(str(e)) from None
+    check_sample(item, layout, where)
     return data, item
 
 
@@ -379,7 +307,8 @@ def verify_dataset(out: str, source: ImageSet | None, sample: float = 1.0,
     from tqdm import tqdm
 
     with tempfile.TemporaryDirectory(prefix="cutmix-verify-") as scratch:
-        folder, index, manifest, layout = open_dataset(out, scratch)
+        opened = open_dataset(out, scratch, shards=False)  # verify checks sizes and hashes below
+        folder, index, manifest, layout = opened.folder, opened.index, opened.manifest, opened.layout
         if source is not None:
             if source.fingerprint() != manifest["source"].get("fingerprint"):
                 raise VerifyError(

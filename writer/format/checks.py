@@ -19,10 +19,10 @@ import numpy as np
 
 from cutmix_algo.functional import MODES
 from cutmix_algo.sampling import check_alpha
-from writer.errors import WriterError
+from writer.errors import DatasetError
 from writer.format.columns import ENCODINGS, column_encodings
-from writer.format.manifest import INDEX_NAME, MANIFEST_NAME, PremixConfig
-from writer.format.names import UnsafeNameError, check_member, member_path
+from writer.format.manifest import INDEX_NAME, MANIFEST_NAME, SPLITS, PremixConfig
+from writer.format.names import check_member, member_path
 from writer.format.schedule import Schedule
 
 __all__ = [
@@ -41,9 +41,6 @@ __all__ = [
 _MAX_EPOCHS = 2**31 - 1  # the ``epoch`` column is int32
 _LABEL_TOLERANCE = 1e-4  # float32 rows sum to 1 up to rounding
 
-
-class DatasetError(WriterError, ValueError):
-    """A dataset is malformed, inconsistent with its manifest, or names files outside itself."""
 
 
 def shown(value: object) -> str:
@@ -128,10 +125,7 @@ def _check_file(info: object, what: str) -> str:
     if not isinstance(info, dict):
         raise DatasetError(f"{what} must be an object")
     _keys(info, _FILE_KEYS, what, "streaming's FileInfo")
-    try:
-        name = check_member(info["basename"], f"{what}.basename")
-    except UnsafeNameError as e:
-        raise DatasetError(str(e)) from None
+    name = check_member(info["basename"], f"{what}.basename")
     if not _is_count(info["bytes"]):
         raise DatasetError(f"{what}.bytes must be a non-negative integer, got "
                            f"{_brief(info['bytes'])}")
@@ -277,10 +271,14 @@ def check_layout(manifest: object, index: object) -> Layout:
     shards = check_index(index)
     args = _get(manifest, "args", MANIFEST_NAME)
     source = _get(manifest, "source", MANIFEST_NAME)
+    alpha = _get(args, "alpha", "args")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise DatasetError(f"{MANIFEST_NAME}: args.alpha must be a JSON number, got {_brief(alpha)}")
     try:
-        alpha = check_alpha(_get(args, "alpha", "args"))
+        alpha = check_alpha(alpha)
     except ValueError as e:
         raise DatasetError(f"{MANIFEST_NAME}: args.{e}") from None
+    _check_recorded_source(args)
     batch_size = _int(_get(args, "batch_size", "args"), "args.batch_size", 1)
     epochs = _int(_get(args, "epochs", "args"), "args.epochs", 1, _MAX_EPOCHS)
     seed = _int(_get(args, "seed", "args"), "args.seed", 0, 2**64 - 1)
@@ -340,6 +338,32 @@ def check_layout(manifest: object, index: object) -> Layout:
                            f"of {num_images} images{' (this group)' if share else ''} are {expected}")
     config = PremixConfig(alpha, batch_size, epochs, seed, encoding, compression, size_limit, mode)
     return Layout(config, schedule, offset, total, (height, width, channels), list(names))
+
+
+_MDS_OPTIONS = ("image_column", "label_column", "num_classes")
+
+
+def _check_recorded_source(args: dict) -> None:
+    """Check the recorded ``source``, ``split``, ``image_size`` and ``mds`` options' types."""
+    source, split = _get(args, "source", "args"), _get(args, "split", "args")
+    if not isinstance(source, str):
+        raise DatasetError(f"{MANIFEST_NAME}: args.source must be a string, got {_brief(source)}")
+    if split not in SPLITS:
+        raise DatasetError(f"{MANIFEST_NAME}: args.split must be one of {', '.join(SPLITS)}, got {_brief(split)}")
+    size = _get(args, "image_size", "args")
+    if size is not None:
+        _int(size, "args.image_size", 1)
+    resolved = args.get("source_resolved")
+    if resolved is not None and not isinstance(resolved, str):
+        raise DatasetError(f"{MANIFEST_NAME}: args.source_resolved must be a string, got {_brief(resolved)}")
+    options = args.get("mds")
+    if options is None:
+        return
+    classes = options.get("num_classes") if isinstance(options, dict) else None
+    if not (isinstance(options, dict) and set(options) <= set(_MDS_OPTIONS)
+            and all(isinstance(options.get(key, "column"), str) for key in _MDS_OPTIONS[:2])
+            and (classes is None or _is_count(classes) and classes >= 1)):
+        raise DatasetError(f"{MANIFEST_NAME}: args.mds is not what cutmix-writer records, got {_brief(options)}")
 
 
 def strip_group(manifest: dict) -> dict:

@@ -11,12 +11,10 @@ folder or a remote prefix.
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 
 from cutmix_algo.functional import MODES
-from writer.errors import ManifestError, ManifestNotFoundError
-from writer.format.names import INDEX_NAME, UnsafeNameError, read_json
+from writer.format.names import INDEX_NAME
 
 __all__ = [
     "DEFAULT_SIZE_LIMIT",
@@ -24,12 +22,14 @@ __all__ = [
     "MANIFEST_NAME",
     "MODES",
     "PremixConfig",
+    "SPLITS",
     "config_from_manifest",
     "manifest_bytes",
-    "read_manifest",
 ]
 
 MANIFEST_NAME = "cutmix_manifest.json"
+#: The splits a source is read from (``--split``).
+SPLITS = ("train", "test")
 DEFAULT_SIZE_LIMIT = 1 << 26
 
 
@@ -76,38 +76,3 @@ def config_from_manifest(manifest: dict) -> PremixConfig:
         size_limit=args["size_limit"],
         mode=args.get("mode", "batch"),
     )
-
-
-def read_manifest(remote_or_local: str, scratch: str | None = None) -> dict:
-    """Load the ``cutmix_manifest.json`` of a pre-mixed dataset (untrusted: check it before use).
-
-    Args:
-        remote_or_local: the dataset's folder, or its remote URI (``s3://…``, …).
-        scratch: a folder to download into (default: a temporary one, removed afterwards).
-
-    Returns:
-        dict: the manifest; ``num_classes``, ``class_names``, ``args`` (alpha, batch_size,
-        epochs, seed, encoding, …), ``source`` (fingerprint, num_images, image_shape),
-        ``num_samples``.
-
-    Raises:
-        ManifestNotFoundError: if there is no manifest there (a ``FileNotFoundError``).
-        ManifestError: if it is not a JSON object (a ``ValueError``).
-
-    Example:
-        >>> read_manifest("/data/cifar10-cutmix")["num_classes"]  # doctest: +SKIP
-        10
-    """
-    if scratch is None:
-        with tempfile.TemporaryDirectory(prefix="cutmix-manifest-") as folder:
-            return read_manifest(remote_or_local, folder)
-    try:
-        return read_json(remote_or_local, MANIFEST_NAME, scratch)
-    except IsADirectoryError:
-        raise ManifestNotFoundError(f"{MANIFEST_NAME} in {remote_or_local} is a folder") from None
-    except FileNotFoundError as e:
-        raise ManifestNotFoundError(
-            f"no {MANIFEST_NAME} in {remote_or_local}: not a pre-mixed dataset written by "
-            f"cutmix-writer ({e})") from None
-    except (UnsafeNameError, OSError, ValueError) as e:  # unreadable, not JSON, not an object
-        raise ManifestError(f"no readable {MANIFEST_NAME} at {remote_or_local}: {e}") from None

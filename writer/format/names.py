@@ -13,8 +13,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 
-from writer.errors import WriterError
+import numpy as np
+
+from writer.errors import DatasetError
+
+#: A dataset names a file outside itself: a :class:`~writer.errors.DatasetError` (the name is kept for callers).
+UnsafeNameError = DatasetError
 
 __all__ = [
     "INDEX_NAME",
@@ -24,7 +30,10 @@ __all__ = [
     "is_remote",
     "join_uri",
     "member_path",
+    "open_member",
+    "parse_json",
     "read_json",
+    "read_member",
     "resolve_spec",
 ]
 
@@ -40,9 +49,6 @@ _PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 # as ``group-I/shard…``).
 _GROUP = re.compile(r"group-[0-9]+")
 
-
-class UnsafeNameError(WriterError, ValueError):
-    """A dataset names a file outside itself (a separator, ``..``, an absolute path, …)."""
 
 
 def check_member(name: object, what: str) -> str:
@@ -120,26 +126,76 @@ def fetch(uri: str, names: list[str], into: str) -> None:
         CloudDownloader.direct_download(join_uri(uri, name), target, 60)
 
 
-def read_json(uri: str, name: str, scratch: str) -> dict:
-    """Load ``uri/name`` (downloaded into ``scratch`` if remote); ``FileNotFoundError`` if absent.
+#: JSON from a dataset deeper than this is refused before it is parsed (a crafted index nested
+#: 100,000 deep makes Python's parser raise RecursionError). Ours are 4 deep.
+MAX_JSON_DEPTH = 64
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def open_member(folder: str, name: str, what: str) -> int:
+    """Open dataset member ``name`` under the local ``folder`` for reading; return the descriptor.
+
+    The one rule for every member a reader or writer opens: a plain name (:func:`check_member`),
+    resolving inside ``folder`` (a link leading out is refused), and a regular file: a FIFO, a
+    device or a socket is refused without blocking on it.
 
     Raises:
-        FileNotFoundError: if it cannot be read.
-        ValueError: if it is not a JSON object (``json.JSONDecodeError`` if not JSON at all).
-        UnsafeNameError: if ``name`` is not a plain member name.
+        UnsafeNameError: if the name is not plain, leads outside, or is not a regular file.
+        FileNotFoundError: if it does not exist.
     """
-    if not is_remote(uri):
-        path = member_path(uri, name, "read")
-    else:
+    path = member_path(folder, name, what)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{what} {name!r} in {folder} is a folder, not a file")
+        raise UnsafeNameError(f"{what} {name!r} in {folder} is not a regular file (a FIFO, device "
+                              "or socket); refusing to read it")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_member(uri: str, name: str, scratch: str, what: str = "read") -> bytes:
+    """The bytes of dataset member ``name`` of ``uri`` (downloaded into ``scratch`` if remote).
+
+    Raises:
+        UnsafeNameError: see :func:`open_member`.
+        FileNotFoundError: if it does not exist or cannot be downloaded.
+    """
+    if is_remote(uri):
         try:
             fetch(uri, [name], scratch)
         except UnsafeNameError:
             raise
         except Exception as e:
             raise FileNotFoundError(f"cannot read {join_uri(uri, name)}: {e}") from None
-        path = os.path.join(scratch, name)
-    with open(path) as f:
-        value = json.load(f)
+        uri = scratch
+    with os.fdopen(open_member(uri, name, what), "rb") as f:
+        return f.read()
+
+
+def parse_json(data: bytes, what: str) -> dict:
+    """Parse untrusted JSON that must be an object, nested at most :data:`MAX_JSON_DEPTH` deep.
+
+    Raises:
+        ValueError: if it is not JSON, not an object, or nested deeper.
+    """
+    brackets = np.frombuffer(_STRINGS.sub(b"", data), np.uint8)
+    steps = np.isin(brackets, (ord("["), ord("{"))).astype(np.int64) - np.isin(brackets, (ord("]"), ord("}")))
+    if steps.size and int(np.cumsum(steps).max()) > MAX_JSON_DEPTH:
+        raise ValueError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
+    value = json.loads(data)
     if not isinstance(value, dict):
-        raise ValueError(f"{join_uri(uri, name)} holds a JSON {type(value).__name__}, not an object")
+        raise ValueError(f"{what} holds a JSON {type(value).__name__}, not an object")
     return value
+
+
+def read_json(uri: str, name: str, scratch: str) -> dict:
+    """Load member ``name`` of ``uri`` as a JSON object (:func:`read_member`, :func:`parse_json`).
+
+    Raises:
+        FileNotFoundError: if it cannot be read.
+        ValueError: if it is not a JSON object (``json.JSONDecodeError`` if not JSON at all).
+        UnsafeNameError: if ``name`` is not a plain member name, leads outside or is no regular file.
+    """
+    return parse_json(read_member(uri, name, scratch), join_uri(uri, name))

@@ -11,13 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from writer.errors import WriterError
+from writer.errors import SourceError
 
 __all__ = ["ImageSet", "SourceError"]
 
-
-class SourceError(WriterError, ValueError):
-    """A source that cannot be opened: missing files, a bad spec, images of mixed sizes."""
 
 
 @dataclass(frozen=True)

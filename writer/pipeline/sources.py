@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from writer.format.manifest import SPLITS
 from writer.format.names import INDEX_NAME, is_remote, join_uri
 from writer.pipeline.imageset import ImageSet, SourceError
 from writer.pipeline.sharedmem import shared_empty
@@ -35,7 +36,6 @@ __all__ = [
     "source_locations",
 ]
 
-SPLITS = ("train", "test")
 SOURCE_FORMS = "cifar10:DIR, imagefolder:DIR, mds:URI or digits"
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 

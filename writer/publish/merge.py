@@ -9,18 +9,18 @@ from __future__ import annotations
 import os
 import tempfile
 
-from writer.errors import WriterError
-from writer.format.checks import DatasetError, check_layout, mismatched_local_shard, strip_group
+from writer.errors import CorruptShardError, DatasetError, DatasetNotFoundError
+from writer.format.checks import strip_group
 from writer.format.manifest import INDEX_NAME, MANIFEST_NAME, manifest_bytes
-from writer.format.names import UnsafeNameError, is_remote, join_uri, read_json
+from writer.format.names import is_remote, join_uri, member_path
+from writer.format.opening import open_dataset
 from writer.publish.store import Destination, DestinationError
+
+#: The groups under OUT cannot be joined: a :class:`~writer.errors.DatasetError` (the name is kept for callers).
+MergeError = DatasetError
 
 __all__ = ["MergeError", "group_name", "merge_groups"]
 
-
-class MergeError(WriterError):
-    """The groups under OUT cannot be joined: OUT or a group is no folder (or its manifest or index
-    no file), or a group is missing, unfinished or from other arguments."""
 
 
 def group_name(index: int) -> str:
@@ -48,25 +48,6 @@ def _check_local_group(out: str, name: str) -> None:
         if os.path.lexists(path) and not os.path.isfile(path):
             raise MergeError(f"{path} is not a file: a group's {member} must be a file "
                              "(the JSON its write published)")
-
-
-def _check_local_shard_sizes(out: str, name: str, group_index: dict, index: int) -> None:
-    """Refuse a local group whose shard files are missing or not the size its index records.
-
-    The check a local dataset gets when it is opened (:func:`~writer.format.checks.mismatched_local_shard`).
-    """
-    if is_remote(out):
-        return
-    try:
-        bad = mismatched_local_shard(os.path.join(out, name), group_index["shards"])
-    except UnsafeNameError as e:
-        raise MergeError(f"group {index}: {e}") from None
-    if bad is None:
-        return
-    if bad.size is None:
-        raise MergeError(f"group {index}: shard {bad.path} is missing; rewrite it with --group {index}")
-    raise MergeError(f"group {index}: shard {bad.path} {bad.found}, its index says {bad.recorded}: "
-                     f"the file is corrupt; rewrite it with --group {index}")
 
 
 def merge_groups(out: str, retry: int = 2) -> int:
@@ -100,23 +81,22 @@ def merge_groups(out: str, retry: int = 2) -> int:
         while count is None or index < count:
             name = group_name(index)
             _check_local_group(out, name)
-            try:
-                manifest = read_json(out, f"{name}/{MANIFEST_NAME}", scratch)
-                group_index = read_json(out, f"{name}/{INDEX_NAME}", scratch)
-            except UnsafeNameError as e:  # a group folder or member linking outside OUT
-                raise MergeError(f"group {index}: {e}") from None
-            except (FileNotFoundError, ValueError):  # ValueError: not JSON, or not an object
+            if not is_remote(out):  # the group folder itself must not lead out of OUT
+                try:
+                    member_path(out, f"{name}/{INDEX_NAME}", "group")
+                except DatasetError as e:
+                    raise MergeError(f"group {index}: {e}") from None
+            try:  # a group is opened like any dataset: names, counts, columns and shard sizes
+                manifest = open_dataset(join_uri(out, name), os.path.join(scratch, name)).manifest
+            except DatasetNotFoundError:
                 raise MergeError(
                     f"group {index} is missing or unfinished: no {name}/{INDEX_NAME} with its "
                     f"{MANIFEST_NAME} under {out}; write it with --group {index}"
                 ) from None
-            except OSError as e:  # unreadable (permissions, I/O): not a missing group
-                raise MergeError(f"cannot read group {index} under {out}: {e}") from None
-            try:  # a group is read like any dataset: names, counts and columns checked
-                check_layout(manifest, group_index)
+            except CorruptShardError as e:
+                raise MergeError(f"group {index}: {e}; rewrite it with --group {index}") from None
             except DatasetError as e:
-                raise MergeError(f"{join_uri(out, name)}: {e}") from None
-            _check_local_shard_sizes(out, name, group_index, index)
+                raise MergeError(f"group {index}: {e}") from None
             group = manifest.get("group")
             if group is None or group.get("index") != index:
                 raise MergeError(f"{join_uri(out, name)} is not group {index}")

@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from writer.errors import WriterError
+from writer.errors import DestinationError
 from writer.format.manifest import INDEX_NAME, MANIFEST_NAME
 from writer.format.names import is_remote
 from writer.pipeline.scratch import Scratch
@@ -63,9 +63,6 @@ _SHARD = re.compile(r"shard\.\d{5,}\.mds(\.[A-Za-z0-9]+)?")
 _GROUP = re.compile(r"group-\d+")
 _WRITER_FILES = (INDEX_NAME, MANIFEST_NAME, CLAIM_NAME)
 
-
-class DestinationError(WriterError, RuntimeError):
-    """OUT cannot be used: unreachable, not ours to replace, claimed by another writer."""
 
 
 def is_writer_path(path: str) -> bool:

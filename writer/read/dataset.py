@@ -18,7 +18,6 @@ rather than a Python call per sample.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 import threading
@@ -28,39 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from writer.errors import WriterError
-from writer.format.checks import (
-    Layout,
-    check_layout,
-    check_merged_groups,
-    distribution_rows,
-    is_distribution,
-    mismatched_local_shard,
-)
-from writer.format.manifest import INDEX_NAME, MANIFEST_NAME, read_manifest
-from writer.format.names import fetch, is_remote, join_uri, member_path
+from writer.errors import CorruptShardError
+from writer.format.checks import distribution_rows, is_distribution
+from writer.format.manifest import INDEX_NAME
+from writer.format.opening import open_dataset, read_manifest
 from writer.streaming_seam import SeamDataset, SeamLoader, release_shared_memory
 
 __all__ = ["CorruptShardError", "PremixedDataset", "PremixedLoader", "read_manifest"]
-
-class CorruptShardError(WriterError, ValueError):
-    """A shard of a pre-mixed dataset does not hold what its index says (truncated, altered)."""
-
-
-def _read_member(where: str, name: str, scratch: str) -> bytes:
-    """The bytes of dataset member ``name`` (downloaded into ``scratch`` if remote)."""
-    if is_remote(where):
-        try:
-            fetch(where, [name], scratch)
-        except ValueError:  # an unsafe name: the caller's message is the right one
-            raise
-        except Exception as e:
-            raise FileNotFoundError(f"cannot read {join_uri(where, name)}: {e}") from None
-        path = os.path.join(scratch, name)
-    else:
-        path = member_path(where, name, "read")
-    with open(path, "rb") as f:
-        return f.read()
 
 
 IMAGE_DTYPES = ("uint8", "float32")
@@ -284,22 +257,6 @@ def _image_tensor(image: Any, dtype: str) -> torch.Tensor:
     return torch.from_numpy(chw)
 
 
-def _checked(where: str) -> tuple[bytes, bytes, dict, Layout]:
-    """Read and check the index and manifest at ``where``; ``ValueError`` in one line if bad."""
-    with tempfile.TemporaryDirectory(prefix="cutmix-premixed-") as scratch:
-        try:
-            index_bytes = _read_member(where, INDEX_NAME, scratch)
-            manifest_bytes = _read_member(where, MANIFEST_NAME, scratch)
-            index, manifest = json.loads(index_bytes), json.loads(manifest_bytes)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{where} is not a readable pre-mixed dataset ({INDEX_NAME} and "
-                             f"{MANIFEST_NAME}): {e}") from None
-        layout = check_layout(manifest, index)
-        check_merged_groups(manifest, index,
-                            lambda name: json.loads(_read_member(where, name, scratch)))
-    return index_bytes, manifest_bytes, index, layout
-
-
 def _place_index(folder: str, data: bytes) -> None:
     """Put the checked index where streaming looks for it, atomically (ranks may race)."""
     os.makedirs(folder, exist_ok=True)
@@ -392,17 +349,15 @@ class PremixedDataset(SeamDataset):
         where = remote if remote is not None else local
         if where is None:
             raise ValueError("PremixedDataset needs remote or local")
-        index_bytes, manifest_bytes, index, layout = _checked(where)
-        self.identity = hashlib.sha256(manifest_bytes + b"\0" + index_bytes).hexdigest()[:16]
-        self.manifest = json.loads(manifest_bytes)
-        self.where, self._layout = where, layout
+        with tempfile.TemporaryDirectory(prefix="cutmix-premixed-") as scratch:
+            opened = open_dataset(where, scratch)
+        index_bytes, index = opened.index_bytes, opened.index
+        self.identity = hashlib.sha256(opened.manifest_bytes + b"\0" + index_bytes).hexdigest()[:16]
+        self.manifest = opened.manifest
+        self.where, self._layout = where, opened.layout
         shards = index["shards"]
         if remote is None:
-            validate_hash = None  # nothing is downloaded; sizes now, labels on read
-            bad = mismatched_local_shard(where, shards)
-            if bad is not None:
-                raise CorruptShardError(f"shard {bad.basename} of {where} is corrupt: it "
-                                        f"{bad.found}, its index says {bad.recorded}")
+            validate_hash = None  # nothing is downloaded; sizes were checked at open, labels on read
         elif validate_hash is not None:
             for shard in shards:
                 stored = shard["zip_data"] or shard["raw_data"]
