@@ -1,8 +1,9 @@
 """CutMix for MosaicML Composer: one λ and one box per batch, mixed in place on the device.
 
 ``CutMix`` and ``DenseTargetMetric`` need Composer, whose import is slow and replaces the
-process's SIGTERM/SIGINT handlers; they load on first use, so the functional API (and the
-offline writer's worker processes) import in a fraction of a second.
+process's SIGTERM/SIGINT handlers; they load on first use, so the functional API, the option
+checks (``check_options``) and the offline writer's worker processes import in a fraction of a
+second.
 """
 
 from __future__ import annotations

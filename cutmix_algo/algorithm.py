@@ -31,6 +31,11 @@ __all__ = ["CutMix", "DenseTargetMetric", "batch_generator"]
 
 BatchKey = int | str | tuple[Callable, Callable]
 
+_NEEDS_NUM_CLASSES = (
+    "CutMix needs num_classes for integer class labels: pass CutMix(num_classes=K), "
+    "or use a model with a num_classes attribute"
+)
+
 
 def batch_generator(state: State, seed: int | None, *stream: int) -> torch.Generator:
     """The generator for the current training batch, keyed ``(seed, global rank, batch, *stream)``.
@@ -108,10 +113,16 @@ class CutMix(Algorithm):
     the run resolved, and ``num_classes`` where none was passed); any constructor argument that
     differs from the checkpoint's is named in one logged warning (old → new). ``input_key`` and
     ``target_key`` are compared when both are an index or a name (a getter/setter pair is not
-    recorded); a checkpoint from before an argument was recorded counts as its default.
+    recorded); an argument a checkpoint lacks counts as its default.
+
+    Each batch logs ``cutmix/lambda``, the weight of each row's own label: 1.0 for a batch left
+    unmixed (``p``'s coin, after ``stop_at``, a batch of one), MixUp's λ for a MixUp batch, the
+    rows' mean in sample mode.
 
     Args:
-        alpha: Beta(alpha, alpha) parameter for λ; ``0`` gives λ = 0 before correction. Default 1.
+        alpha: Beta(alpha, alpha) parameter for λ. Default 1. ``0`` does not turn CutMix off: it
+            draws λ = 0, the largest box (the image's size around a random center, clipped); use
+            ``p=0`` or ``stop_at`` for that.
         p: probability that a batch is mixed (the paper's ``cutmix_prob``). Default 1.
         num_classes: number of classes; if ``None``, taken from ``state.model.num_classes`` or,
             for dense ``(N, K)`` targets, from K.
@@ -144,8 +155,11 @@ class CutMix(Algorithm):
             ``None`` (default) logs none; other batches pay nothing for it.
 
     Raises:
-        ValueError: if ``alpha`` is negative or NaN, ``p`` is outside [0, 1], ``num_classes`` or
-            ``seed`` is not a suitable integer, or ``stop_at`` is not a time string.
+        ValueError: naming the first argument :func:`~cutmix_algo.options.check_options` refuses
+            (a string or bool where a number belongs, a number out of range, a flag that is not
+            a bool, an unknown mode, a time string Composer cannot parse, ``interpolate_loss``
+            with ``mode="sample"``). A batch the algorithm cannot mix is refused when it
+            arrives (a missing ``num_classes`` at fit start, where the dataset shows int labels).
 
     Example:
         >>> from composer import Trainer
@@ -244,8 +258,8 @@ class CutMix(Algorithm):
         """Restore what is state, keep the constructor's hyperparameters, and say what differs.
 
         State is the seed the run resolved (so draws continue) and the resolved ``num_classes``;
-        each is restored only where the constructor left it ``None``. ``alpha``, ``p``,
-        ``uniform_sampling`` and ``stop_at`` always come from the constructor.
+        each is restored only where the constructor left it ``None``. Every other argument comes
+        from the constructor.
         """
         changed: list[str] = []
         mine = self.state_dict()  # this constructor's arguments, as a checkpoint records them
@@ -258,7 +272,7 @@ class CutMix(Algorithm):
         differs("p", state.get("p"), self.p)
         differs("uniform_sampling", state.get("uniform_sampling"), self.uniform_sampling)
         differs("stop_at", state.get("stop_at"), mine["stop_at"])
-        # Options added later: a checkpoint without them was saved with their defaults.
+        # An option a checkpoint lacks counts as its default.
         differs("mode", state.get("mode", "batch"), self.mode)
         differs("interpolate_loss", state.get("interpolate_loss", False), self.interpolate_loss)
         differs("mixup_alpha", state.get("mixup_alpha", 0.0), self.mixup_alpha)
@@ -333,10 +347,7 @@ class CutMix(Algorithm):
                     and model_classes > 0:
                 self._resolved_classes = int(model_classes)
         if self._resolved_classes is None and self._dataset_gives_int_labels(state):
-            raise ValueError(
-                "CutMix needs num_classes for integer class labels: pass CutMix(num_classes=K), "
-                "or use a model with a num_classes attribute (ComposerClassifier has one)"
-            )
+            raise ValueError(_NEEDS_NUM_CLASSES + " (ComposerClassifier has one)")
         if state.train_metrics:
             for name, metric in list(state.train_metrics.items()):
                 if not isinstance(metric, DenseTargetMetric):
@@ -375,16 +386,13 @@ class CutMix(Algorithm):
         else:
             state.batch_set_item(key, value)
 
-    def _num_classes_for(self, target: torch.Tensor, input: torch.Tensor) -> int | None:
+    def _num_classes_for(self, target: torch.Tensor) -> int | None:
         if self._resolved_classes is not None:
             return self._resolved_classes
         if target.ndim == 2 and target.is_floating_point():
             return int(target.shape[1])
         if target.ndim == 1:
-            raise ValueError(
-                "CutMix needs num_classes for integer class labels: pass CutMix(num_classes=K), "
-                "or use a model with a num_classes attribute"
-            )
+            raise ValueError(_NEEDS_NUM_CLASSES)
         return None
 
     def _may_write(self, host: torch.Tensor, moved: torch.Tensor, state: State) -> bool:
@@ -439,7 +447,7 @@ class CutMix(Algorithm):
     def _mix_batch(self, state: State, logger: Logger) -> None:
         host_input = check_input(self._get(state.batch, self.input_key, state))
         host_target = self._get(state.batch, self.target_key, state)
-        num_classes = self._num_classes_for(host_target, host_input)
+        num_classes = self._num_classes_for(host_target)
         # Validate on the host, before the move: label range checks are free here.
         check_target(host_target, host_input, num_classes)
         if self.interpolate_loss and not (host_target.ndim == 1 and not host_target.is_floating_point()):
@@ -475,17 +483,15 @@ class CutMix(Algorithm):
                 box: Any = (0, 0, 0, 0)
                 perm = params.perm.to(input.device, non_blocking=True)
                 mixup_(input, lam, perm)
-                if self.interpolate_loss:
-                    new_target = target
-                else:  # not a map: refused on the host before any batch was mixed
-                    new_target = mix_targets(target, lam, perm, num_classes)
+                if not self.interpolate_loss:  # not a map: refused on the host before any batch was mixed
+                    target = mix_targets(target, lam, perm, num_classes)
             else:
                 if target.ndim >= 3:  # a segmentation map is pasted in place too
                     target = self._writable(host_target, target, state, "target map")
                 out = apply_params(input, None if self.interpolate_loss else target, params, num_classes)
                 lam, box, perm = out.lam, out.box, out.perm
-                new_target = target if self.interpolate_loss else out.target
-            target = new_target
+                if not self.interpolate_loss:
+                    target = out.target
             if self.interpolate_loss:
                 self._loss_lam = float(lam)
                 self._permuted_target = target.index_select(0, perm)

@@ -49,18 +49,23 @@ MODES = ("batch", "sample")
 _NOT_NUMBERS = (str, bytes, bool, np.bool_)
 
 
+def _number(value: object, message: str) -> float:
+    """``value`` as a float, or ``ValueError(message)`` if it is not a number."""
+    if isinstance(value, _NOT_NUMBERS):
+        raise ValueError(message)
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(message) from None
+
+
 def check_alpha(alpha: object, name: str = "alpha") -> float:
     """Return a Beta parameter as a float, or raise ``ValueError`` naming ``name``.
 
     Refused: anything but a number (a string such as ``"1"`` and a bool included), a negative,
     NaN or infinite value, and a value above :data:`MAX_ALPHA` (where numpy's sampler breaks down).
     """
-    try:
-        if isinstance(alpha, _NOT_NUMBERS):
-            raise TypeError
-        value = float(alpha)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number >= 0, got {alpha!r}") from None
+    value = _number(alpha, f"{name} must be a number >= 0, got {alpha!r}")
     if math.isnan(value) or value < 0 or math.isinf(value):
         raise ValueError(f"{name} must be a finite number >= 0, got {alpha!r}")
     if value > MAX_ALPHA:
@@ -73,14 +78,10 @@ def check_alpha(alpha: object, name: str = "alpha") -> float:
 
 def check_probability(value: object, name: str) -> float:
     """Return a probability as a float, or raise ``ValueError`` unless it is a number in [0, 1]."""
-    try:
-        if isinstance(value, _NOT_NUMBERS):
-            raise TypeError
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}") from None
+    message = f"{name} must be a probability in [0, 1], got {value!r}"
+    number = _number(value, message)
     if not 0.0 <= number <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+        raise ValueError(message)
     return number
 
 
@@ -133,12 +134,14 @@ def check_minmax(minmax: object) -> tuple[float, float] | None:
     """Return ``minmax`` as ``(low, high)`` with ``0 <= low <= high <= 1``, or raise ``ValueError``."""
     if minmax is None:
         return None
+    message = f"minmax must be two numbers (low, high), got {minmax!r}"
     try:
-        if isinstance(minmax, _NOT_NUMBERS) or any(isinstance(v, _NOT_NUMBERS) for v in minmax):  # type: ignore[union-attr]
-            raise TypeError
-        low, high = (float(v) for v in minmax)  # type: ignore[union-attr]
+        low, high = minmax  # type: ignore[misc]
     except (TypeError, ValueError):
-        raise ValueError(f"minmax must be two numbers (low, high), got {minmax!r}") from None
+        raise ValueError(message) from None
+    if isinstance(minmax, _NOT_NUMBERS):  # "01" unpacks into two digits
+        raise ValueError(message)
+    low, high = _number(low, message), _number(high, message)
     if not 0.0 <= low <= high <= 1.0:  # also rejects NaN
         raise ValueError(f"minmax must satisfy 0 <= low <= high <= 1, got {minmax!r}")
     return low, high

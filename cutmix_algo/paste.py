@@ -1,61 +1,36 @@
 """Reordering a batch's box region in place, ``t[i] <- t[perm[i]]``: the memory-bound core of CutMix.
 
-:func:`~cutmix_algo.functional.paste_box_` hands this module the box region of a batch (a strided
-view) and the permutation; :func:`permute_batch_` writes ``t[i] = t[perm[i]]`` (the old values)
-for every ``i``, in place. The result is exactly that of ``t.copy_(t.index_select(0, perm))``
-for every dtype and memory layout; only the way the bytes move differs.
+:func:`~cutmix_algo.functional.paste_box_` hands :func:`permute_batch_` the box region of a batch
+(a strided view) and the permutation; it writes ``t[i] = t[perm[i]]`` (the values before the
+call) for every ``i``, in place, with exactly the result of ``t.copy_(t.index_select(0, perm))``
+for every dtype and memory layout. Only the way the bytes move depends on the path, chosen by
+the device and the size of one image's region (:func:`choose_method`):
 
-Why not just ``index_select``: on the CPU, torch's ``index_select`` copies a dim-0 slice of at
-least ``GRAIN_SIZE`` (32,768) elements with one parallel region *per slice*. Each parallel region
-waits for every OpenMP thread; on a machine whose cores are busy with other processes (a training
-box whose loader workers are busy, the writer's worker pool), a thread that has been preempted
-stalls it for a scheduler time slice, once per image (``bench/op.py --load``, 2 threads, a busy
-loop per core: 55 ms for the box of a 128x3x224² float32 batch in one run, against 15 ms for the
-cycle walk below; an earlier round's median of 3 runs was 1,942 ms, the stalls vary that much).
-It also moves every byte twice (gather into a temporary, copy back).
+* ``"cycles"`` (CPU, one image's region of at least ``CYCLE_WALK_MIN_BYTES``): walk the
+  permutation's cycles. For a cycle ``i0 -> i1 -> ... -> ik`` (``perm[i0] = i1``, ...), save
+  ``t[i0]``, then copy ``t[i1] -> t[i0]``, ..., and the saved region into ``t[ik]``: each region
+  is copied once, plus one saved region per cycle, half the bytes of a gather; fixed points are
+  not touched. The copies are numpy's, on a view of ``t``'s memory as same-sized integers (every
+  bit moves as it is, NaN payloads included), made on the calling thread.
+* ``"index_select"`` (smaller regions, every other device, and any input the walk does not
+  take): ``t.copy_(t.index_select(0, perm))``. On an accelerator it is one kernel; ``perm`` is
+  moved there without blocking and never read on the host.
 
-The paths (the choice depends only on the device, the region's size per image and ``method``):
+Why two paths: torch's CPU ``index_select`` copies each dim-0 slice of ``GRAIN_SIZE`` elements
+or more in a parallel region of its own, which waits for every OpenMP thread, so where the cores
+are busy (loader workers, the writer's pool) one preempted thread stalls it once per image; it
+also moves every byte twice (gather into a temporary, copy back). Numpy's copies open no
+parallel region, but cost about 2 µs of call per image, more than ``index_select``'s C++ loop
+for small regions. The threshold, 16 KiB per image, is where the two cross on a 2-core CPU with
+one thread (``python bench/op.py --sweep --threads 1``; see bench/README.md).
 
-* ``"cycles"`` (CPU, one image's region ``>= CYCLE_WALK_MIN_BYTES``): walk the permutation's
-  cycles. For a cycle ``i0 -> i1 -> ... -> ik`` (``perm[i0] = i1``, ...), save ``t[i0]``, then
-  copy ``t[i1] -> t[i0]``, ``t[i2] -> t[i1]``, ..., and the saved one into ``t[ik]``: each
-  region is copied once, plus one saved region per cycle, about half the bytes of a gather.
-  Fixed points (``perm[i] == i``) are not touched. The copies are numpy's, on a view of
-  ``t``'s memory as same-sized integers (so every bit moves as it is, NaN payloads included):
-  numpy copies on the calling thread, with no parallel region at all, so the walk does not
-  degrade when the CPU is oversubscribed, and one copy costs about 2 µs of call overhead,
-  against 5-10 µs for a torch ``copy_`` of a strided view (the walk before this one, whose
-  copies also had to stay below ``GRAIN_SIZE`` elements to stay serial, was 1.45-1.73x slower
-  at 224² on a quiet machine and 1.2-2.9x under load, in one paired run of both here). That
-  overhead, paid per image, is why small regions take the other path.
-* ``"index_select"`` (small regions on the CPU, every other device, and any input the cycle walk
-  does not take): ``t.copy_(t.index_select(0, perm))``. For regions below ``GRAIN_SIZE`` elements
-  torch's CPU ``index_select`` runs its per-image copies in one parallel region (as any single
-  torch op does), and for small regions its C++ loop beats the walk's per-image call (256 images
-  of a 32² batch's box, 3 KiB each: 0.24 ms against 0.44 ms, one thread). On CUDA it is one
-  kernel and needs no host sync; ``perm`` is moved to the device (without blocking) if it is not
-  there, and never read on the host.
-
-The threshold, 16 KiB of region per image, comes from ``python bench/op.py --sweep --threads 1``
-on the project's 2-core CPU (256 images, best of 25): ``index_select`` wins up to 6.8 KiB per
-image (0.24 against 0.44 ms for float32 at 3 KiB, 0.52 against 0.81 for uint8 at 6.8 KiB); at
-12 KiB float32 favours the walk (0.53 against 0.69 ms) and uint8 ``index_select`` (0.73 against
-0.85); from 18.8 KiB the walk wins for both (0.69 against 1.03 ms for float32, 0.78 against 1.03
-for uint8; at 108 KiB 2.17 against 6.97). At ``GRAIN_SIZE`` elements or more per image (at
-least 32 KiB, so always above the threshold) ``index_select`` would open a parallel region per
-image.
-
-Inputs the cycle walk does not take go to ``index_select`` unchanged, so they behave exactly as
-before (same result, or the same error): ``perm`` that is not an int64/int32 permutation of
-``range(N)`` (a gather with repeats, an index out of range, a bool or float tensor), a ``t``
-whose images may share memory (an expanded view), a ``t`` that requires grad with grad mode on
-(autograd records one op, as before), and a ``t`` numpy cannot view as it is (complex128, whose
-elements have no same-sized integer; lazily conjugated or negated views; sparse, quantized or
-nested tensors). The numpy copies call :func:`mark_written_` before their first write, so
-autograd sees them as the in-place write they are, as it sees ``copy_``: backward through a
-graph that saved ``t`` raises instead of computing with overwritten values, and an inference
-tensor outside inference mode is refused (before a byte moves; torch's own ``copy_`` raises
-only after writing).
+Inputs the walk does not take go to ``index_select``, with its result or its error: a ``perm``
+that is not an int64/int32 permutation of ``range(N)``, a ``t`` whose images may share memory
+(an expanded view), a ``t`` that requires grad with grad mode on (autograd records one op), and
+a ``t`` numpy cannot view as it is (complex128; lazily conjugated or negated views; sparse,
+quantized or nested tensors). Before its first write the walk calls :func:`mark_written_`, so
+autograd sees the write as it sees ``copy_``: backward through a graph that saved ``t`` raises,
+and an inference tensor outside inference mode is refused before a byte moves.
 """
 
 from __future__ import annotations
@@ -141,11 +116,8 @@ def _as_numpy(t: torch.Tensor) -> np.ndarray | None:
 
 
 def _cycle_moves(p: list[int]) -> list[tuple[int, int]]:
-    """The region copies ``(dst, src)`` of the cycle walk, in order; ``-1`` is the saved region.
-
-    For each cycle ``i0 -> i1 -> ... -> ik``: save ``i0``, then ``i0 <- i1``, ..., and
-    ``ik <- saved``, so that every source is read before it is overwritten.
-    """
+    """The cycle walk's region copies ``(dst, src)`` in order, ``-1`` the saved region: every
+    source is read before it is overwritten."""
     moves = []
     for cycle in _cycles(p):
         moves.append((-1, cycle[0]))
@@ -204,14 +176,13 @@ def gather_boxes_(t: torch.Tensor, boxes: torch.Tensor, perm: torch.Tensor) -> b
     """Write ``t[i, ..., box_i] = t[perm[i], ..., box_i]`` (the old values) by numpy copies, if it may.
 
     Sample mode's paste (a box per image) on the CPU, for boxes of ``CYCLE_WALK_MIN_BYTES`` or
-    more per image on average: every source region is first copied into one buffer of the
-    boxes' total size, then each into its place, so any ``perm`` in range works (repeats too),
-    fixed points are skipped, and no copy is a torch op (no parallel region, as in the cycle
-    walk). Bounds are clipped to the image as a mask of them would be: rows ``[top, bottom)``
-    within ``[0, H)``, columns likewise. Returns ``False``, having written nothing, for what it
-    does not take (small boxes, the inputs :func:`_numpy_target` refuses, ``boxes`` that are not
-    a CPU int64/int32 ``(N, 4)`` tensor, an index out of range); the caller then pastes through
-    its mask, which raises what it raises.
+    more per image on average: every source region is copied into one buffer of the boxes'
+    total size, then each into its place, so any ``perm`` in range works (repeats too), fixed
+    points are skipped, and no copy opens a parallel region. Bounds are clipped to the image as
+    a mask of them would be. Returns ``False``, having written nothing, for what it does not take
+    (small boxes, the inputs :func:`_numpy_target` refuses, ``boxes`` that are not a CPU
+    int64/int32 ``(N, 4)`` tensor, an index out of range); the caller then pastes through its
+    mask.
     """
     if t.ndim < 3 or math.prod(t.shape[1:]) * t.element_size() < CYCLE_WALK_MIN_BYTES:
         return False  # no box can be that large: the mask's path, without looking further
@@ -268,17 +239,16 @@ def permute_batch_(t: torch.Tensor, perm: torch.Tensor, *, method: str = "auto")
             batch); any dtype and memory layout, which are kept.
         perm: integer indices of shape ``(N,)``, on the CPU or on ``t``'s device; on a non-CPU
             device it is never read on the host (no sync).
-        method: ``"auto"`` (the module doc's rule), or force ``"cycles"`` or ``"index_select"``
-            (for benchmarks and tests). A forced ``"cycles"`` still defers to ``"index_select"``
-            for the inputs it does not take (non-CPU ``t``, ``perm`` not a permutation, ``t``
-            whose images may share memory, ``t`` requiring grad).
+        method: ``"auto"`` (:func:`choose_method`), or force ``"cycles"`` or ``"index_select"``
+            (for benchmarks and tests); a forced ``"cycles"`` still takes ``"index_select"`` for
+            the inputs the walk does not take (see the module doc).
 
     Returns:
         ``t``, reordered in place.
 
     Raises:
         ValueError: if ``method`` is not one of ``METHODS``. Bad ``perm`` values raise what
-            ``index_select`` raises, as before.
+            ``index_select`` raises.
 
     Example:
         >>> import torch
