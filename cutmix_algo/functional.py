@@ -288,8 +288,8 @@ def _check_no_repeated_memory(t: torch.Tensor, name: str) -> None:
 
 
 def _check_target_memory(target: torch.Tensor, input: torch.Tensor) -> None:
-    """Raise ``ValueError`` unless ``target`` is on ``input``'s device, apart from its memory,
-    and, if it is a map (pasted in place), not an expanded view."""
+    """Raise ``ValueError`` if ``target`` is on another device than ``input``, shares memory with
+    it, or is a map (pasted in place) that is an expanded view."""
     if target.device != input.device:
         raise ValueError(f"target must be on the input's device ({input.device}), got {target.device}")
     if _shares_memory(target, input):
