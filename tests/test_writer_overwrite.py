@@ -175,7 +175,7 @@ def test_a_second_writer_is_refused_while_the_first_runs(cifar_root: Path, tmp_p
     first = _writer(cifar_root, out, seed=1, epochs=60)
     try:
         deadline = time.monotonic() + 120
-        while not list(out.glob("shard.*.mds")) and time.monotonic() < deadline:
+        while not list(out.glob(".cutmix-staging/shard.*.mds")) and time.monotonic() < deadline:
             assert first.poll() is None, first.communicate()
             time.sleep(0.02)
         result = run("write", "--source", f"cifar10:{cifar_root}", "--out", out, "--overwrite",

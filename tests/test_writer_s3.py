@@ -43,20 +43,30 @@ def test_bucket_write_has_the_local_bytes_and_streams_back(cifar_root: Path, tmp
     ok("verify", remote)
 
 
-def test_index_is_uploaded_last(cifar_root: Path, s3_bucket: str,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
-    uploaded = []
-    real_upload = S3Uploader.upload_file
+def test_shards_are_staged_and_index_is_published_last(cifar_root: Path, s3_bucket: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from writer.publish.store import Destination
+
+    uploaded, published = [], []
+    real_upload, real_copy = S3Uploader.upload_file, Destination._copy
 
     def record(self: S3Uploader, filename: str) -> None:
         time.sleep(0.05 if filename.startswith("shard") else 0)  # give a race a chance
         real_upload(self, filename)
-        uploaded.append(filename)
+        uploaded.append((self.remote, filename))
+
+    def copied(self: Destination, source: str, target: str) -> None:
+        assert not published or published[-1] != "index.json", "nothing after the index"
+        real_copy(self, source, target)
+        published.append(target)
 
     monkeypatch.setattr(S3Uploader, "upload_file", record)
+    monkeypatch.setattr(Destination, "_copy", copied)
     write(cifar_root, f"s3://{s3_bucket}/y", "--size-limit", 100_000)
-    assert len(uploaded) > 3
-    assert uploaded[-2:] == ["cutmix_manifest.json", "index.json"]
+    assert len(uploaded) > 3 and all(remote.endswith("/y/.cutmix-staging") for remote, _ in uploaded)
+    assert published[-2:] == ["cutmix_manifest.json", "index.json"]
+    assert sorted(published[:-2]) == sorted(name for _, name in uploaded)
+    assert not [k for k in _bucket_keys(s3_bucket) if ".cutmix-staging" in k]
 
 
 def test_non_empty_prefix_needs_overwrite_which_replaces_it(cifar_root: Path, tmp_path: Path,
@@ -105,8 +115,8 @@ def _bucket_keys(bucket: str) -> list[str]:
     return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
 
 
-def test_upload_failing_mid_write_is_one_line_and_leaves_nothing(
-        cifar_root: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch,
+def test_upload_failing_mid_write_is_one_line_and_a_rerun_resumes(
+        cifar_root: Path, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     real_upload = S3Uploader.upload_file
 
@@ -116,13 +126,23 @@ def test_upload_failing_mid_write_is_one_line_and_leaves_nothing(
         time.sleep(0.02)
         real_upload(self, filename)
 
-    monkeypatch.setattr(S3Uploader, "upload_file", flaky)
-    result = run("write", "--source", f"cifar10:{cifar_root}", "--out", f"s3://{s3_bucket}/f",
-                 "--batch-size", 16, "--epochs", 3, "--size-limit", 20_000, "--retry", 1)
+    args = ("--source", f"cifar10:{cifar_root}", "--batch-size", 16, "--epochs", 3,
+            "--size-limit", 20_000, "--workers", 1)
+    with monkeypatch.context() as patched:
+        patched.setattr(S3Uploader, "upload_file", flaky)
+        result = run("write", "--out", f"s3://{s3_bucket}/f", *args, "--retry", 1)
     failed(result, "cannot upload shard.00003.mds")
+    assert "holds no dataset" in result.output and "resume" in result.output
     assert "CancelledError" not in result.output + caplog.text
     assert not [r for r in caplog.records if r.exc_info], caplog.text
-    assert _bucket_keys(s3_bucket) == []  # its shards removed, its claim dropped
+    keys = _bucket_keys(s3_bucket)
+    assert keys and all(k.startswith("f/.cutmix-staging/") for k in keys), keys  # claim dropped
+    assert "f/.cutmix-staging/shard.00000.mds" in keys
+    again = run("write", "--out", f"s3://{s3_bucket}/f", *args)
+    assert again.exit_code == 0, again.output
+    assert "resuming: 3 shards already uploaded are kept" in again.output
+    ok("write", "--out", tmp_path / "local", *args)
+    assert _bucket_files(s3_bucket, "f") == files(tmp_path / "local")
 
 
 def test_cancelled_shard_jobs_log_no_traceback(tmp_path: Path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -32,7 +33,9 @@ def _wait_for_workers(proc: subprocess.Popen, out: Path) -> list[psutil.Process]
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         children = psutil.Process(proc.pid).children(recursive=True)
-        if len(children) >= 3 and list(out.glob("shard.*.mds")):  # server, tracker, workers
+        journal = out / ".cutmix-staging" / "journal.jsonl"
+        finished = journal.read_text().count("\n") - 1 if journal.exists() else 0
+        if len(children) >= 3 and finished >= 1:  # server, tracker, workers; a shard staged
             return children
         time.sleep(0.05)
     pytest.fail("the writer never started its workers")
@@ -62,35 +65,46 @@ def test_sigterm_stops_cleanly_like_ctrl_c(cifar_root: Path, tmp_path: Path) -> 
     assert time.monotonic() - began < 60
     assert proc.returncode == 128 + signal.SIGTERM
     lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines[0].startswith("writing 500,000 samples x ") and "GB" in lines[0], stderr  # its size
+    lines = lines[1:]
     assert len(lines) == 1 and "SIGTERM" in lines[0] and "Traceback" not in stderr, stderr
     assert _gone(children, timeout=20) == []
     assert _ours(tmpdir) == []
-    left = sorted(str(p.relative_to(out)) for p in out.rglob("*")) if out.exists() else None
-    assert left is None, f"the write created OUT, so an interrupted write removes it: {left}"
+    assert _published(out) == [], "nothing is published before the whole dataset is staged"
+    assert "holds no dataset" in lines[0] and "rerun the same command to resume" in lines[0], lines[0]
+    assert list((out / ".cutmix-staging").glob("shard.*.mds")), "finished shards are kept for a resume"
+
+
+def _published(out: Path) -> list[str]:
+    """What OUT holds besides a write's staging and claim."""
+    return sorted(p.name for p in out.iterdir() if p.name not in (".cutmix-staging", ".cutmix-claim.json"))
 
 
 @pytest.mark.parametrize("after", [0, 2])
-def test_an_interrupt_right_after_a_shard_is_moved_into_out_still_removes_it(
+def test_an_interrupt_during_the_commit_is_held_until_the_new_dataset_is_whole(
         cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: int) -> None:
-    # A signal handler runs between any two bytecodes: here, the one just after the rename
-    # that published a shard, before the write had noted it as its own.
+    # Ctrl-C arriving while the commit moves the staged shards into OUT: held until the last
+    # file (index.json) is in, so OUT holds the whole new dataset, and the message says so.
     real, moved = os.replace, []
 
     def replace_then_interrupt(src: str, dst: str) -> None:
         real(src, dst)
-        if Path(dst).name.startswith("shard."):
+        if Path(dst).name.startswith("shard.") and Path(dst).parent.name == "out":
             moved.append(dst)
-            if len(moved) > after:
-                raise KeyboardInterrupt
+            if len(moved) == after + 1:
+                os.kill(os.getpid(), signal.SIGINT)  # its handler runs at the next Python call
 
     out = tmp_path / "out"
+    ok("write", "--source", f"cifar10:{cifar_root}", "--out", out, "--batch-size", "16")
     monkeypatch.setattr("writer.publish.store.os.replace", replace_then_interrupt)
-    result = run("write", "--source", f"cifar10:{cifar_root}", "--out", out,
+    result = run("write", "--source", f"cifar10:{cifar_root}", "--out", out, "--overwrite",
                  "--batch-size", "16", "--epochs", "3", "--size-limit", "20000")
     monkeypatch.undo()
-    assert len(moved) == after + 1 and result.exit_code == 128 + signal.SIGINT, result.output
-    assert "interrupted by SIGINT" in result.output
-    assert not out.exists(), sorted(p.name for p in out.iterdir())
+    assert len(moved) > after and result.exit_code == 128 + signal.SIGINT, result.output
+    assert "interrupted by SIGINT" in result.output and "holds the new dataset" in result.output
+    assert "OK" in ok("verify", out, "--no-progress").output
+    assert json.loads((out / "cutmix_manifest.json").read_text())["args"]["epochs"] == 3
+    assert not (out / ".cutmix-staging").exists()
 
 
 def test_sigkill_leaves_no_workers_and_the_next_run_sweeps_the_copy(cifar_root: Path,
@@ -192,4 +206,4 @@ def test_an_interrupt_inside_submit_waits_until_the_job_is_queued(
     assert result.exit_code == 128 + signal.SIGINT, (result.output, calls)
     assert calls[:6] == ["called", "queued"] * 3, calls  # the third job went in before it stopped
     assert "interrupted by SIGINT" in result.output
-    assert not out.exists(), sorted(p.name for p in out.iterdir())
+    assert _published(out) == [], "nothing is published before the whole dataset is staged"

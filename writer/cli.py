@@ -27,9 +27,9 @@ from writer.audit.verify import (
     trusted_recorded_source,
     verify_dataset,
 )
-from writer.errors import WriterError
+from writer.errors import DatasetError, WriterError
 from writer.format.manifest import DEFAULT_SIZE_LIMIT, INDEX_NAME, MODES, PremixConfig
-from writer.format.names import is_remote, join_uri
+from writer.format.names import is_remote, join_uri, member_path, normalize_uri
 from writer.pipeline import interrupts
 from writer.pipeline.encode import ENCODINGS
 from writer.pipeline.pool import default_workers, start_fork_server
@@ -41,6 +41,11 @@ from writer.publish.merge import group_name, merge_groups
 from writer.publish.store import DEFAULT_TIMEOUT, Destination, DestinationError, check_out
 
 __all__ = ["main"]
+
+
+def _uri(value: str) -> str:
+    """OUT as used and printed: a remote URI in its one spelling (:func:`normalize_uri`)."""
+    return normalize_uri(value)
 
 
 def _alpha(ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -77,11 +82,40 @@ def _load(source: str, split: str, image_size: int | None, **mds_options: Any) -
 class _Interrupted(click.ClickException):
     """Ctrl-C or SIGTERM during a write: one line, exit 128 + the signal's number."""
 
-    def __init__(self, signum: int, target: str) -> None:
+    def __init__(self, signum: int, state: str) -> None:
         name = signal.Signals(signum).name
-        super().__init__(f"interrupted by {name}: stopped the workers and removed this write's "
-                         f"files; nothing was published to {target}")
+        super().__init__(f"interrupted by {name}: stopped the workers; {state}")
         self.exit_code = 128 + signum
+
+
+def _check_size(destination: Destination, images: ImageSet, config: PremixConfig, samples: int) -> None:
+    """Say how big the write will be; refuse a raw write that cannot fit in a local OUT's free space."""
+    from writer.pipeline.encode import raw_record
+
+    row = raw_record(images.images.shape[1:], images.num_classes).itemsize + 4  # + its offset
+    size = samples * row
+    exact = config.encoding == "raw" and config.compression is None
+    kind = "" if exact else f" as raw rows; {config.encoding}/{config.compression or 'uncompressed'} rows vary"
+    click.echo(f"writing {samples:,} samples x {row:,} bytes = {_bytes(size)}{kind}", err=True)
+    if destination.remote or not exact:
+        return
+    folder = destination.uri
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    stat = os.statvfs(folder)
+    free = stat.f_bavail * stat.f_frsize + destination.staged_bytes()
+    if size > free:
+        raise click.BadParameter(
+            f"the write needs about {_bytes(size)} ({samples:,} samples x {row:,} bytes) but "
+            f"{folder} has {_bytes(free)} free", param_hint="'--out'")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} EB"
 
 
 def _invalidate_merged_root(out: str, retry: int, timeout: float, *, check_only: bool = False) -> bool:
@@ -101,6 +135,7 @@ def _invalidate_merged_root(out: str, retry: int, timeout: float, *, check_only:
 
 
 _TARGET = "cutmix_writer.target"  # ctx.meta key: the OUT (or group folder) a write is writing
+_STATE = "cutmix_writer.state"  # ctx.meta key: says what a failed write left at OUT
 
 
 class _Main(click.Group):
@@ -118,7 +153,9 @@ class _Main(click.Group):
             if ctx.invoked_subcommand == "verify":
                 raise click.ClickException(f"verify failed: {e}") from None
             if target is not None:
-                raise click.ClickException(f"cannot write {target}: {e}") from None
+                state = ctx.meta.get(_STATE)
+                raise click.ClickException(f"cannot write {target}: {e}"
+                                           + (f"; {state()}" if state else "")) from None
             raise click.ClickException(str(e)) from None
 
 
@@ -138,7 +175,8 @@ def main() -> None:
 @click.option("--source", required=True,
               help="cifar10:DIR, imagefolder:DIR, mds:URI or digits.")
 @click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True)
-@click.option("--out", required=True, help="Local folder or remote URI (s3://, gs://, ...).")
+@click.option("--out", required=True, callback=lambda ctx, param, value: _uri(value),
+              help="Local folder or remote URI (s3://, gs://, ...).")
 @click.option("--alpha", type=float, default=1.0, show_default=True, callback=_alpha,
               help="Beta(alpha, alpha) parameter for λ.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
@@ -210,6 +248,12 @@ def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epo
     except DestinationError as e:
         raise click.BadParameter(str(e), param_hint="'--out'") from None
     target = out if group is None else join_uri(out, group_name(group))
+    if group is not None and not is_remote(out):
+        # The one rule every reader applies: a group folder is inside OUT (no link leading out).
+        try:
+            member_path(out, f"{group_name(group)}/{INDEX_NAME}", "the group folder")
+        except DatasetError as e:
+            raise click.BadParameter(str(e), param_hint="'--out'") from None
     click.get_current_context().meta[_TARGET] = target
     workers = workers or default_workers()
     if workers > 1:
@@ -250,18 +294,24 @@ def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epo
             raise click.UsageError(f"{target} is not empty; pass --overwrite to replace it")
         if existing:
             destination.check_replaceable()
-        if group is not None and _invalidate_merged_root(out, retry, timeout):
-            click.echo(f"removed the merged {INDEX_NAME} at {out}, which group {group} "
-                       f"invalidates; run `cutmix-writer merge {out}` again", err=True)
-        if existing:
-            destination.clear()
+        _check_size(destination, images, config, schedule.first_sample(stop) - schedule.first_sample(start))
+
+        def invalidate_root() -> None:  # the merged root lists the group's old shards
+            if group is not None and _invalidate_merged_root(out, retry, timeout):
+                click.echo(f"removed the merged {INDEX_NAME} at {out}, which group {group} "
+                           f"invalidates; run `cutmix-writer merge {out}` again", err=True)
+
+        click.get_current_context().meta[_STATE] = destination.interrupted_state
         summary = write_premixed(images, destination, config, manifest, start=start, stop=stop,
-                                 workers=workers, progress=progress)
+                                 workers=workers, progress=progress, before_commit=invalidate_root,
+                                 say=lambda line: click.echo(line, err=True))
     except KeyboardInterrupt as e:
         signum = signal.SIGTERM if isinstance(e, interrupts.Terminated) else signal.SIGINT
-        raise _Interrupted(signum, target) from None
+        raise _Interrupted(signum, destination.interrupted_state() if destination else
+                           f"{target} is unchanged") from None
     except OSError as e:  # a local OUT that cannot be written (a WriterError goes to _Main)
-        raise click.ClickException(f"cannot write {target}: {e}") from None
+        state = f"; {destination.interrupted_state()}" if destination else ""
+        raise click.ClickException(f"cannot write {target}: {e}{state}") from None
     finally:
         if destination is not None:
             destination.close()
@@ -272,7 +322,7 @@ def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epo
 
 
 @main.command()
-@click.argument("out")
+@click.argument("out", callback=lambda ctx, param, value: _uri(value))
 @click.option("--source", default=None, help="The source OUT was written from; needed to "
               "recompute pixels (only digits is loaded unasked) [default: none].")
 @click.option("--split", type=click.Choice(SPLITS), default=None,
@@ -304,7 +354,7 @@ def verify(out: str, source: str | None, split: str | None, sample: float, progr
 
 
 @main.command()
-@click.argument("out")
+@click.argument("out", callback=lambda ctx, param, value: _uri(value))
 @click.option("--out", "png", required=True, help="The PNG file to write.")
 @click.option("--n", type=click.IntRange(min=1, max=256), default=16, show_default=True,
               help="Samples to draw, spread over the epochs and batches.")
@@ -333,7 +383,7 @@ def _check_preview_path(out: str, png: str) -> None:
 
 
 @main.command()
-@click.argument("out")
+@click.argument("out", callback=lambda ctx, param, value: _uri(value))
 @click.option("--retry", type=click.IntRange(min=1, max=10), default=2, show_default=True)
 def merge(out: str, retry: int) -> None:
     """Join OUT/group-0 … group-{G-1} into one dataset at OUT.

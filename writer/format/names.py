@@ -30,6 +30,7 @@ __all__ = [
     "is_remote",
     "join_uri",
     "member_path",
+    "normalize_uri",
     "open_member",
     "parse_json",
     "read_json",
@@ -93,6 +94,18 @@ def member_path(folder: str, name: str, what: str) -> str:
 def is_remote(uri: str) -> bool:
     """Whether ``uri`` names object storage (``s3://``, ``gs://``, …) rather than a local path."""
     return "://" in uri
+
+
+def normalize_uri(uri: str) -> str:
+    """A remote URI in its one spelling: no doubled slashes in its path, no trailing slash.
+
+    ``s3://b/x/``, ``s3://b/x`` and ``s3://b//x`` name the same objects; local paths come back
+    unchanged.
+    """
+    if not is_remote(uri):
+        return uri
+    scheme, _, rest = uri.partition("://")
+    return f"{scheme}://" + "/".join(part for part in rest.split("/") if part)
 
 
 def join_uri(uri: str, *parts: str) -> str:

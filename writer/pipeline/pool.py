@@ -68,31 +68,39 @@ class _Encoder:
         self.record = raw_record(source.images.shape[1:], source.num_classes)
         self._kept: np.ndarray | None = None
 
-    def __call__(self, task: tuple[int, int, int]) -> tuple[bytes, np.ndarray]:
-        """The png/jpeg rows of a task's batches back to back, and each row's size."""
+    def __call__(self, task: tuple[int, int, int], skip: int = 0) -> tuple[bytes, np.ndarray]:
+        """The png/jpeg rows of a task's batches back to back, and each row's size.
+
+        ``skip``: leave out the task's first rows (a resumed write's shards already hold them).
+        """
         blobs: list[bytes] = []
         sizes: list[np.ndarray] = []
         for mixed in self._mixed(task):
             blob, size = encode_batch(mixed, self.encoding)
             blobs.append(blob)
             sizes.append(size)
-        return b"".join(blobs), np.concatenate(sizes)
+        blob, size = b"".join(blobs), np.concatenate(sizes)
+        return blob[int(size[:skip].sum()):], size[skip:]
 
-    def place(self, task: tuple[int, int, int], placer: RowPlacer) -> int:
+    def place(self, task: tuple[int, int, int], placer: RowPlacer, skip: int = 0) -> int:
         """Mix a task's batches as raw rows and write each batch through ``placer``; the row count.
 
         One batch-sized buffer serves every batch, so each batch's rows are written while they
         are still in the core's cache: a piece-sized buffer would take each row through main
-        memory twice more, and memory is what two workers on one machine share.
+        memory twice more, and memory is what two workers on one machine share. ``skip``: leave
+        out the task's first rows, as in :meth:`__call__`.
         """
         at = rows = 0
         for mixed in self._mixed(task):
             n = len(mixed.images)
             out = self._rows(n)
             fill_raw_rows(mixed, out)
-            placer.write(out, at)
-            at += out.nbytes
-            rows += n
+            dropped = min(skip, n)
+            skip -= dropped
+            if dropped < n:
+                placer.write(out[dropped:], at)
+                at += out[dropped:].nbytes
+                rows += n - dropped
         return rows
 
     def _mixed(self, task: tuple[int, int, int]) -> Iterator[MixedBatch]:
@@ -192,9 +200,9 @@ def _piece_path(folder: str, piece: int) -> str:
     return os.path.join(folder, f"piece-{piece:07}")
 
 
-def _run_piece(task: tuple[int, int, int], piece: int, folder: str) -> np.ndarray:
+def _run_piece(task: tuple[int, int, int], piece: int, folder: str, skip: int = 0) -> np.ndarray:
     assert _WORKER_ENCODER is not None, "worker was not initialized"
-    blob, sizes = _WORKER_ENCODER(task)
+    blob, sizes = _WORKER_ENCODER(task, skip)
     # The rows stay in a scratch file for the worker that builds their shard; only their
     # sizes cross the pipe to the parent.
     with open(_piece_path(folder, piece), "wb") as f:
@@ -202,10 +210,10 @@ def _run_piece(task: tuple[int, int, int], piece: int, folder: str) -> np.ndarra
     return sizes
 
 
-def _run_placed(task: tuple[int, int, int], where: list[Placement], staging: str) -> int:
+def _run_placed(task: tuple[int, int, int], where: list[Placement], staging: str, skip: int = 0) -> int:
     assert _WORKER_ENCODER is not None, "worker was not initialized"
     with RowPlacer(where, staging) as placer:
-        return _WORKER_ENCODER.place(task, placer)
+        return _WORKER_ENCODER.place(task, placer, skip)
 
 
 def _run_build(form: ShardFormat, spec: ShardSpec, folder: str, staging: str) -> dict:
@@ -280,6 +288,8 @@ def write_shards(
     stop: int | None = None,
     workers: int = 1,
     mode: str = "batch",
+    first_shard: int = 0,
+    first_row: int = 0,
 ) -> Iterator[tuple[int, list[dict]]]:
     """Write the shards of global batches ``[start, stop)`` into ``staging``, in order.
 
@@ -300,6 +310,9 @@ def write_shards(
         stop: end global batch (default: all).
         workers: processes that mix, encode and build shards.
         mode: ``"batch"`` (one λ and box per batch) or ``"sample"`` (one per row).
+        first_shard: resume: the number of the first shard to write, whose first row is
+            ``first_row`` (counted from ``start``); the shards before it are not written.
+        first_row: see ``first_shard``.
 
     Yields:
         tuple[int, list[dict]]: rows encoded since the last yield, and the index entries of
@@ -307,18 +320,27 @@ def write_shards(
     """
     stop = schedule.total_batches if stop is None else stop
     tasks = schedule.tasks(start, stop, premix._IMAGES_PER_TASK)
+    counts = [sum(map(schedule.batch_len, range(first, end))) for _, first, end in tasks]
+    # A resumed write starts at its first unfinished shard: the piece holding that row, less
+    # the rows before it.
+    ends = np.cumsum(counts)
+    piece0 = int(np.searchsorted(ends, first_row, side="right"))
+    if piece0 >= len(tasks):
+        return
+    skip = first_row - (int(ends[piece0 - 1]) if piece0 else 0)
+    tasks, counts = tasks[piece0:], counts[piece0:]
+    counts[0] -= skip
     workers = min(workers, len(tasks))
     specs: list[ShardSpec] = []
     if encoding == "raw":
         record = raw_record(source.images.shape[1:], source.num_classes)
-        counts = [sum(map(schedule.batch_len, range(first, end))) for _, first, end in tasks]
-        specs = plan_fixed(form, record.itemsize, counts)
+        specs = plan_fixed(form, record.itemsize, counts, first_shard)
     if workers <= 1:
         encoder = _Encoder(source, seed, alpha, schedule.batch_size, encoding, mode)
         if encoding == "raw":
-            yield from _placed_here(encoder, tasks, specs, form, staging)
+            yield from _placed_here(encoder, tasks, specs, form, staging, skip)
         else:
-            yield from _pooled_here(encoder, tasks, form, staging)
+            yield from _pooled_here(encoder, tasks, form, staging, skip, first_shard)
         return
     # A Scratch, not a TemporaryDirectory: if a kill leaves a copy of the source or a png
     # piece behind, the next write's sweep_stale() removes it.
@@ -330,10 +352,10 @@ def write_shards(
         done = False
         try:
             if encoding == "raw":
-                yield from _placed(pool, tasks, specs, form, staging, workers)
+                yield from _placed(pool, tasks, specs, form, staging, workers, skip)
             else:
-                yield from _pooled(pool, tasks, ShardPlanner(form), form, folder, staging,
-                                   workers)
+                yield from _pooled(pool, tasks, ShardPlanner(form, first_shard), form, folder,
+                                   staging, workers, skip)
             done = True
         finally:
             # Not terminate(): a worker killed while it holds the call queue's lock hangs the
@@ -345,14 +367,14 @@ def write_shards(
 
 
 def _placed_here(encoder: _Encoder, tasks: list[tuple[int, int, int]], specs: list[ShardSpec],
-                 form: ShardFormat, staging: str) -> Iterator[tuple[int, list[dict]]]:
+                 form: ShardFormat, staging: str, skip: int = 0) -> Iterator[tuple[int, list[dict]]]:
     # One worker: the pool's raw path in this process, piece after piece; each shard is sealed
     # as soon as its last piece is in.
     where = placements(form, specs)
     sealed = 0
     for piece, task in enumerate(tasks):
         with RowPlacer(where[piece], staging) as placer:
-            rows = encoder.place(task, placer)
+            rows = encoder.place(task, placer, skip if piece == 0 else 0)
         entries = []
         while sealed < len(specs) and specs[sealed].segments[-1][0] <= piece:
             entries.append(seal_shard(form, specs[sealed], staging))
@@ -361,12 +383,12 @@ def _placed_here(encoder: _Encoder, tasks: list[tuple[int, int, int]], specs: li
 
 
 def _pooled_here(encoder: _Encoder, tasks: list[tuple[int, int, int]], form: ShardFormat,
-                 staging: str) -> Iterator[tuple[int, list[dict]]]:
+                 staging: str, skip: int = 0, first_shard: int = 0) -> Iterator[tuple[int, list[dict]]]:
     # One worker, png/jpeg: pieces stay in memory until the planner has closed their shards.
-    planner = ShardPlanner(form)
+    planner = ShardPlanner(form, first_shard)
     pieces: dict[int, bytes] = {}
     for piece, task in enumerate(tasks):
-        pieces[piece], sizes = encoder(task)
+        pieces[piece], sizes = encoder(task, skip if piece == 0 else 0)
         entries = [build_shard(form, spec, pieces, staging) for spec in planner.add(sizes)]
         for done in [p for p in pieces if p < planner.first_needed]:
             del pieces[done]
@@ -377,7 +399,8 @@ def _pooled_here(encoder: _Encoder, tasks: list[tuple[int, int, int]], form: Sha
 
 
 def _placed(pool: ProcessPoolExecutor, tasks: list[tuple[int, int, int]], specs: list[ShardSpec],
-            form: ShardFormat, staging: str, workers: int) -> Iterator[tuple[int, list[dict]]]:
+            form: ShardFormat, staging: str, workers: int,
+            skip: int = 0) -> Iterator[tuple[int, list[dict]]]:
     # Raw rows have one size, so every shard is planned before anything is mixed: each worker
     # writes its piece's rows straight into their shard files, batch by batch, and a shard is
     # sealed (hashed) once the last piece holding its rows is in.
@@ -391,7 +414,8 @@ def _placed(pool: ProcessPoolExecutor, tasks: list[tuple[int, int, int]], specs:
         job = next(todo, None)
         if job is not None:
             piece, task = job
-            pieces.append(_submit(pool, _run_placed, task, where[piece], staging))
+            pieces.append(_submit(pool, _run_placed, task, where[piece], staging,
+                                  skip if piece == 0 else 0))
 
     def collect(wait: bool) -> list[dict]:
         entries = []
@@ -414,8 +438,8 @@ def _placed(pool: ProcessPoolExecutor, tasks: list[tuple[int, int, int]], specs:
 
 
 def _pooled(pool: ProcessPoolExecutor, tasks: list[tuple[int, int, int]], planner: ShardPlanner,
-            form: ShardFormat, folder: str, staging: str,
-            workers: int) -> Iterator[tuple[int, list[dict]]]:
+            form: ShardFormat, folder: str, staging: str, workers: int,
+            skip: int = 0) -> Iterator[tuple[int, list[dict]]]:
     pieces: deque[Future] = deque()
     builds: deque[tuple[ShardSpec, Future]] = deque()
     todo = enumerate(tasks)
@@ -424,7 +448,7 @@ def _pooled(pool: ProcessPoolExecutor, tasks: list[tuple[int, int, int]], planne
     def submit_piece() -> None:
         job = next(todo, None)
         if job is not None:
-            pieces.append(_submit(pool, _run_piece, job[1], job[0], folder))
+            pieces.append(_submit(pool, _run_piece, job[1], job[0], folder, skip if job[0] == 0 else 0))
 
     def build(spec: ShardSpec) -> None:
         builds.append((spec, _submit(pool, _run_build, form, spec, folder, staging)))

@@ -121,14 +121,16 @@ class ShardPlanner:
     Feed each piece's row sizes in order with :meth:`add`; it returns the shards that closed.
     """
 
-    def __init__(self, form: ShardFormat) -> None:
+    def __init__(self, form: ShardFormat, first_index: int = 0) -> None:
         self.form = form
         self._piece = 0
         self._open: list[tuple[int, int, int]] = []  # segments of the shard being filled
         self._sizes: list[np.ndarray] = []
         self._bytes = form.extra_bytes_per_shard
         self._rows = 0
-        self._shards = 0
+        # Each shard's cut depends on its own rows alone, so planning can start at any shard
+        # boundary (a resumed write starts at its first unfinished shard).
+        self._shards = first_index
 
     def add(self, sizes: np.ndarray) -> list[ShardSpec]:
         """Take the next piece's row sizes; return the shards that are now complete."""
@@ -193,9 +195,10 @@ def shard_header(form: ShardFormat, sizes: np.ndarray) -> bytes:
                      form.config_data))
 
 
-def plan_fixed(form: ShardFormat, row_size: int, piece_rows: Sequence[int]) -> list[ShardSpec]:
+def plan_fixed(form: ShardFormat, row_size: int, piece_rows: Sequence[int],
+               first_index: int = 0) -> list[ShardSpec]:
     """Every shard of pieces of ``piece_rows`` rows of ``row_size`` bytes, planned in advance."""
-    planner = ShardPlanner(form)
+    planner = ShardPlanner(form, first_index)
     specs = [spec for n in piece_rows for spec in planner.add(np.full(n, row_size))]
     last = planner.finish()
     return specs + ([last] if last is not None else [])

@@ -6,15 +6,19 @@ transformers, which would make ``cutmix-writer --help`` take seconds.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 
 from cutmix_algo.sampling import ORDER_KEY
 from writer.format.columns import column_encodings
-from writer.format.manifest import INDEX_NAME, MANIFEST_NAME, PremixConfig, manifest_bytes
+from writer.format.manifest import INDEX_NAME, PremixConfig, manifest_bytes
 from writer.format.names import resolve_spec
 from writer.pipeline.imageset import ImageSet
 from writer.pipeline.pool import write_shards
@@ -22,7 +26,7 @@ from writer.pipeline.premix import Schedule
 from writer.pipeline.shards import ShardFormat
 from writer.publish.store import Destination
 
-__all__ = ["HASHES", "WriteSummary", "build_manifest", "tool_version", "write_premixed"]
+__all__ = ["HASHES", "WriteSummary", "build_manifest", "plan_key", "tool_version", "write_premixed"]
 
 HASHES = ["sha1", "xxh64"]
 
@@ -35,6 +39,13 @@ class WriteSummary:
     shards: int
     bytes: int
     seconds: float
+    resumed_shards: int = 0
+
+
+def plan_key(manifest: dict) -> str:
+    """The identity of a write's output: a digest of its manifest, which records everything
+    that decides the bytes (arguments, source fingerprint, group, tool version)."""
+    return hashlib.sha256(manifest_bytes(manifest) + repr(HASHES).encode()).hexdigest()[:32]
 
 
 def write_premixed(
@@ -47,25 +58,30 @@ def write_premixed(
     stop: int | None = None,
     workers: int = 1,
     progress: bool = True,
+    before_commit: Callable[[], None] | None = None,
+    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> WriteSummary:
-    """Pre-mix ``source`` into one MDS dataset at an empty ``destination``.
+    """Pre-mix ``source`` into one MDS dataset at ``destination``, replacing what it holds.
 
     The write claims ``destination`` first (unless the caller did: :meth:`Destination.claim`),
-    publishes shards as they are written, checks that it still holds the claim (and, in a
-    bucket, that its shards are unchanged), then publishes the manifest and ``index.json``. A
-    crash anywhere before the end leaves no index; a failure or an interrupt (Ctrl-C, SIGTERM
-    turned into ``KeyboardInterrupt``) also removes the shards this write published. Call it
-    under ``if __name__ == "__main__":`` in scripts: ``workers > 1`` starts processes.
+    stages every shard (keeping those an interrupted write of the same arguments finished),
+    and only when all are written commits them: the manifest and ``index.json`` are published
+    last and what OUT held before is removed after (:meth:`Destination.commit`). Interrupted
+    or failed at any point before the commit, OUT holds what it held before, and the staged
+    shards stay for a rerun to resume. Call it under ``if __name__ == "__main__":`` in scripts:
+    ``workers > 1`` starts processes.
 
     Args:
         source: the source images.
-        destination: where to publish (empty; see :meth:`Destination.clear`).
+        destination: where to publish.
         config: the arguments that decide the bytes.
-        manifest: the manifest to publish (:func:`writer.format.manifest.build_manifest`).
+        manifest: the manifest to publish (:func:`build_manifest`).
         start: first global batch to write (a group's share).
         stop: end global batch (default: all).
         workers: processes that mix, encode and write shards.
         progress: show a tqdm bar (img/s) on stderr.
+        before_commit: called just before the commit (with interrupts held).
+        say: where the line about resumed or discarded staged shards goes.
 
     Returns:
         WriteSummary: samples, shards, bytes and seconds.
@@ -80,62 +96,68 @@ def write_premixed(
     schedule = Schedule(len(source), config.batch_size, config.epochs)
     stop = schedule.total_batches if stop is None else stop
     total = schedule.first_sample(stop) - schedule.first_sample(start)
+    began = time.perf_counter()
+    own_claim = not destination.claimed
+    destination.claim()
     uploads = ThreadPoolExecutor(max_workers=4) if destination.remote else None
     futures: list[Future] = []
 
-    def on_shard(basename: str) -> None:
+    def on_shard(entry: dict) -> None:
         if uploads is None:
-            destination.publish(basename)
+            destination.stage(entry)
             return
         for future in futures:  # stop early, not after mixing everything, if an upload failed
             if future.done() and future.exception() is not None:
                 raise future.exception()  # type: ignore[misc]
-        futures.append(uploads.submit(destination.publish, basename))
+        futures.append(uploads.submit(destination.stage, entry))
 
-    began = time.perf_counter()
-    own_claim = not destination.claimed
-    destination.claim()
-    done = False
-    writer = index_writer(
-        out=destination.open_staging(),
-        columns=manifest["columns"],
-        compression=config.compression,
-        hashes=HASHES,
-        size_limit=config.size_limit,
-    )
+    writer = None
     try:
-        steps = write_shards(source, schedule, ShardFormat.from_writer(writer), writer.local,
+        if destination.roll_forward():
+            say(f"finished publishing the dataset an interrupted write had completed at {destination.uri}")
+        folder, kept, note = destination.start_staging(plan_key(manifest), tuple(HASHES))
+        resumed = sum(entry["samples"] for entry in kept)
+        if note is not None and (kept or not note.startswith("resuming")):
+            say(note if not kept else f"{note} ({resumed:,} of {total:,} samples)")
+        # The index is assembled in a folder of its own: MDSWriter wants an empty one, and the
+        # staging folder may hold a resumed write's shards.
+        index_folder = os.path.join(folder, "index")
+        shutil.rmtree(index_folder, ignore_errors=True)
+        writer = index_writer(out=index_folder, columns=manifest["columns"],
+                              compression=config.compression, hashes=HASHES,
+                              size_limit=config.size_limit)
+        for entry in kept:
+            add_finished_shard(writer, entry)
+        steps = write_shards(source, schedule, ShardFormat.from_writer(writer), folder,
                              seed=config.seed, alpha=config.alpha, encoding=config.encoding,
-                             start=start, stop=stop, workers=workers, mode=config.mode)
+                             start=start, stop=stop, workers=workers, mode=config.mode,
+                             first_shard=len(kept), first_row=resumed)
         # closing(): on an error the pool stops here, not whenever the generator is collected.
-        with closing(steps), tqdm(total=total, unit="img", unit_scale=True, desc="premix",
-                                  file=sys.stderr, disable=not progress, mininterval=0.5) as bar:
+        with closing(steps), tqdm(total=total, initial=resumed, unit="img", unit_scale=True,
+                                  desc="premix", file=sys.stderr, disable=not progress,
+                                  mininterval=0.5) as bar:
             for rows, entries in steps:
                 for entry in entries:
                     add_finished_shard(writer, entry)
-                    on_shard((entry["zip_data"] or entry["raw_data"])["basename"])
+                    on_shard(entry)
                 bar.update(rows)
-        writer.finish()  # index.json in staging
+        writer.finish()  # index.json in the local staging folder
         for future in futures:
-            future.result()  # an upload failure surfaces here, before any index is published
-        destination.check_published()
-        destination.ensure_claimed()
-        destination.publish_bytes(MANIFEST_NAME, manifest_bytes(manifest))
-        destination.ensure_claimed()
-        destination.publish(INDEX_NAME)
-        done = True
+            future.result()  # an upload failure surfaces here, before anything is published
+        names = [(s["zip_data"] or s["raw_data"])["basename"] for s in writer.shards]
+        destination.commit(names, manifest_bytes(manifest), os.path.join(writer.local, INDEX_NAME),
+                           before=before_commit)
     finally:
-        writer.cancel_future_jobs()
+        if writer is not None:
+            writer.cancel_future_jobs()
         if uploads is not None:
             uploads.shutdown(wait=True, cancel_futures=True)
-        if not done:
-            destination.remove_published()
         destination.close()
         if own_claim:
             destination.release()
     shards = writer.shards
     size = sum((s["zip_data"] or s["raw_data"])["bytes"] for s in shards)
-    return WriteSummary(total, len(shards), size, time.perf_counter() - began)
+    return WriteSummary(total, len(shards), size, time.perf_counter() - began, len(kept))
 
 
 def tool_version() -> str:

@@ -21,6 +21,7 @@ in transformers, which would make ``cutmix-writer --help`` take seconds.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import email.utils
 import errno
 import fcntl
@@ -53,6 +54,9 @@ __all__ = [
 ]
 
 _STAGING_NAME = ".cutmix-staging"
+_JOURNAL_NAME = "journal.jsonl"  # local staging: the plan, then one line per finished shard
+_PLAN_NAME = "plan.json"  # remote staging: the plan; entry-NAME.json per finished shard
+_COMMIT_NAME = "commit.json"  # in staging: the new dataset is complete; what to move, in order
 CLAIM_NAME = ".cutmix-claim.json"
 # A bucket claim is refreshed this often, and taken for dead once it is this old (server clock).
 HEARTBEAT_S = 10.0
@@ -141,6 +145,65 @@ def _parse(data: bytes) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def _server_time(reply: dict) -> datetime.datetime:
+    """The server's clock from a reply's ``Date`` header (UTC); this machine's if it is unusable.
+
+    A server may send the header twice (joined with a comma) or without a zone.
+    """
+    header = str(reply.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date", ""))
+    for text in (header, header.split(",", 2)[0] + "," + header.split(",", 2)[1] if header.count(",") >= 2 else ""):
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            continue
+        return when if when.tzinfo is not None else when.replace(tzinfo=datetime.timezone.utc)
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def _write_synced(path: str, data: bytes) -> None:
+    """Write ``path`` whole or not at all (a temporary renamed over it), and sync it."""
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+    _sync_folder(os.path.dirname(path))
+
+
+def _sync_folder(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _matches_local(path: str, stored: dict, hashes: tuple[str, ...], hasher: Callable[[str], Any]) -> bool:
+    """Whether the staged file at ``path`` is the shard ``stored`` records: size and hashes."""
+    try:
+        if not os.path.isfile(path) or os.path.getsize(path) != stored.get("bytes"):
+            return False
+        recorded = stored.get("hashes") or {}
+        algo = next((a for a in hashes if a in recorded), None)
+        if algo is None:
+            return False
+        digest = hasher(algo)
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest() == recorded[algo]
+    except OSError:
+        return False
+
+
 class Destination:
     """Where a dataset is published: a local folder or a remote prefix.
 
@@ -172,7 +235,11 @@ class Destination:
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._etags: dict[str, str] = {}
-        self._staged = False  # a local staging folder is removed only by the write that made it
+        self._staged = False  # staging was opened by this write
+        self._journal: Any = None
+        self._plan: str | None = None
+        self.staged_shards = 0
+        self.committed = False
         self.published: list[str] = []
         if self.remote:
             self._scratch = Scratch("cutmix-writer-stage-")
@@ -183,6 +250,9 @@ class Destination:
                     from writer.streaming_seam import timed_s3_uploader
 
                     self._uploader = timed_s3_uploader(self.staging, self.uri, timeout)
+                    # finished shards go to OUT's staging prefix, published by a commit
+                    self._staging_uploader = timed_s3_uploader(
+                        self.staging, f"{self.uri}/{_STAGING_NAME}", timeout)
                 else:
                     self._uploader = CloudUploader.get((self.staging, self.uri), retry=1)
             except Exception as e:  # botocore & co. raise many kinds; all mean "unusable"
@@ -190,6 +260,7 @@ class Destination:
                 raise DestinationError(f"cannot reach {uri}: {e}") from None
         else:
             self.staging = os.path.join(self.uri, _STAGING_NAME)
+        self._had_index = self._read(INDEX_NAME) is not None
 
     # -- what is there -------------------------------------------------------------------------
 
@@ -332,8 +403,7 @@ class Destination:
             if getattr(e, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None, float("inf")
             raise DestinationError(f"cannot read {self.uri}/{CLAIM_NAME}: {e}") from None
-        now = email.utils.parsedate_to_datetime(reply["ResponseMetadata"]["HTTPHeaders"]["date"])
-        age = (now - reply["LastModified"]).total_seconds()
+        age = (_server_time(reply) - reply["LastModified"]).total_seconds()
         return _parse(reply["Body"].read()) or {}, age
 
     def _put_claim(self) -> None:
@@ -383,8 +453,14 @@ class Destination:
                 self._put_claim()
                 info, _ = self._remote_claim()
             except Exception as e:
+                # Release what this step made: a claim object left behind would refuse the next
+                # writer for a minute.
+                with contextlib.suppress(Exception):
+                    bucket, key = self._bucket_key(CLAIM_NAME)
+                    self._s3.delete_object(Bucket=bucket, Key=key)
                 self._run_id = None
-                raise DestinationError(f"cannot claim {self.uri}: {e}") from None
+                raise DestinationError(f"cannot claim {self.uri}: the claim step failed ({e}); "
+                                       "nothing was written") from None
             if info is None or info.get("run_id") != run_id:
                 self._run_id = None
                 raise self._busy(info, ", which claimed it at the same moment")
@@ -659,8 +735,282 @@ class Destination:
         self.publish(basename)
 
     def close(self) -> None:
-        """Remove the staging folder this object used (another writer's is left alone)."""
+        """Remove this object's local scratch; a local OUT's staging stays for a resume."""
         if self._scratch is not None:
             self._scratch.close()
-        elif self._staged:
+            self._scratch = None
+
+    # -- staging, resuming and committing a write ---------------------------------------------
+    #
+    # A write stages its whole dataset first: locally in OUT/.cutmix-staging (the workers write
+    # the shard files there), in a bucket under the prefix OUT/.cutmix-staging/ (each finished
+    # shard uploaded). Each finished shard is journaled (its index entry), so a rerun with the
+    # same plan keeps every journaled shard whose bytes still match and writes the rest. Only
+    # when the new dataset is complete is it committed: a commit record is written into
+    # staging, then each file is moved into OUT (a rename locally, a server-side copy in a
+    # bucket), index.json last, and only then is whatever else OUT held removed. Until the
+    # commit record exists OUT holds the old dataset untouched; once it exists, a commit cut
+    # short (kill -9, a network failure) is completed by the next write to OUT before anything
+    # else (roll_forward).
+
+    @property
+    def _direct(self) -> bool:
+        # Remote stores other than s3:// have no copy or delete here: files go straight to OUT,
+        # which must then be empty (a write refuses to replace anything there).
+        return self.remote and self._s3 is None
+
+    def _staging_key(self, name: str) -> str:
+        return f"{_STAGING_NAME}/{name}"
+
+    def start_staging(self, plan: str, hashes: tuple[str, ...]) -> tuple[str, list[dict], str | None]:
+        """Open staging for a write whose output is decided by ``plan``.
+
+        Returns:
+            tuple: the local folder shards are written into; the index entries of the shards an
+            interrupted write of the same plan finished (in order, each checked: size and
+            ``hashes`` locally, size and ETag in a bucket); and a line saying what was kept or
+            discarded, or None when there was nothing staged.
+        """
+        self._plan = plan
+        if self._direct:
+            return self.staging, [], None
+        if self.remote:
+            return self._start_remote(plan)
+        return self._start_local(plan, hashes)
+
+    def _start_local(self, plan: str, hashes: tuple[str, ...]) -> tuple[str, list[dict], str | None]:
+        from writer.pipeline.shards import hasher
+
+        journal = os.path.join(self.staging, _JOURNAL_NAME)
+        lines = []
+        with contextlib.suppress(OSError), open(journal, "rb") as f:
+            lines = f.read().split(b"\n")
+        header = _parse(lines[0]) if lines else None
+        note = None
+        kept: list[dict] = []
+        if header is not None and header.get("plan") == plan:
+            for line in lines[1:]:
+                entry = _parse(line)
+                stored = entry and (entry.get("zip_data") or entry.get("raw_data"))
+                if not isinstance(stored, dict) or not _matches_local(
+                        os.path.join(self.staging, str(stored.get("basename"))), stored, hashes, hasher):
+                    break
+                kept.append(entry)
+            note = f"resuming: {len(kept)} shards already written are kept"
+        elif os.path.lexists(self.staging):
+            note = ("discarding the staged shards of an interrupted write with other arguments"
+                    if header is not None else None)
+        names = {(e["zip_data"] or e["raw_data"])["basename"] for e in kept}
+        if header is not None and header.get("plan") == plan:
+            for name in os.listdir(self.staging):  # a partial shard, a piece: written again
+                if name not in names and name != _JOURNAL_NAME:
+                    _remove(os.path.join(self.staging, name))
+        else:
             shutil.rmtree(self.staging, ignore_errors=True)
+        os.makedirs(self.staging, exist_ok=True)
+        with open(journal + ".tmp", "wb") as f:
+            f.write(json.dumps({"plan": plan}).encode() + b"\n")
+            f.writelines(json.dumps(e, sort_keys=True).encode() + b"\n" for e in kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(journal + ".tmp", journal)
+        self._journal = open(journal, "ab")  # noqa: SIM115 - kept open for the write's journal lines
+        self._staged = True
+        self.staged_shards = len(kept)
+        return self.staging, kept, note
+
+    def _start_remote(self, plan: str) -> tuple[str, list[dict], str | None]:
+        listing = self._staged_listing()
+        recorded = _parse(self._read(self._staging_key(_PLAN_NAME)) or b"") if listing else None
+        kept: list[dict] = []
+        note = None
+        if recorded is not None and recorded.get("plan") == plan:
+            entries = {}
+            for key in listing:
+                if key.startswith("entry-") and key.endswith(".json"):
+                    entry = _parse(self._read(self._staging_key(key)) or b"")
+                    if entry is not None:
+                        entries[key[len("entry-"):-len(".json")]] = entry
+            while True:  # the finished shards, in order, as long as each is there unchanged
+                name = f"shard.{len(kept):05}.mds"
+                entry = next((e for n, e in entries.items() if n.startswith(name)), None)
+                stored = entry and (entry.get("zip_data") or entry.get("raw_data"))
+                if not isinstance(stored, dict):
+                    break
+                there = listing.get(str(stored.get("basename")), {})
+                if there.get("Size") != stored.get("bytes") or there.get("ETag") != entry.get("etag"):
+                    break
+                kept.append({k: v for k, v in entry.items() if k != "etag"})
+                self._etags[self._staging_key(stored["basename"])] = entry["etag"]
+            note = f"resuming: {len(kept)} shards already uploaded are kept"
+        elif listing:
+            note = "discarding the staged shards of an interrupted write with other arguments"
+            self._delete([self._staging_key(k) for k in listing])
+        if recorded is None or recorded.get("plan") != plan:
+            self._put(self._staging_key(_PLAN_NAME), json.dumps({"plan": plan}).encode())
+        os.makedirs(self.staging, exist_ok=True)
+        self._staged = True
+        self.staged_shards = len(kept)
+        return self.staging, kept, note
+
+    def _staged_listing(self) -> dict[str, dict]:
+        prefix = _STAGING_NAME + "/"
+        try:
+            listing = self._listing()
+        except Exception as e:
+            raise DestinationError(f"cannot list {self.uri}: {e}") from None
+        return {k[len(prefix):]: v for k, v in listing.items() if k.startswith(prefix)}
+
+    def _put(self, key: str, data: bytes) -> None:
+        bucket, name = self._bucket_key(key)
+        self._attempt(f"upload {key} to {self.uri}",
+                      lambda: self._s3.put_object(Bucket=bucket, Key=name, Body=data))
+
+    def stage(self, entry: dict) -> None:
+        """Record a finished shard (its index ``entry``): journaled locally, uploaded remotely."""
+        if self._lost is not None:
+            raise DestinationError(f"{_describe(self._lost)} took {self.uri} while this write "
+                                   "ran; this write stops and publishes no index")
+        name = (entry["zip_data"] or entry["raw_data"])["basename"]
+        if not self.remote:
+            self._journal.write(json.dumps(entry, sort_keys=True).encode() + b"\n")
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+        elif self._direct:
+            self.publish(name)
+        else:
+            key = self._staging_key(name)
+            self._attempt(f"upload {name} to {self.uri}",
+                          lambda: self._staging_uploader.upload_file(name))
+            bucket, object_key = self._bucket_key(key)
+            etag = self._s3.head_object(Bucket=bucket, Key=object_key)["ETag"]
+            self._etags[key] = etag
+            self._put(self._staging_key(f"entry-{name}.json"),
+                      json.dumps({**entry, "etag": etag}, sort_keys=True).encode())
+        self.staged_shards += 1
+
+    def commit(self, names: list[str], manifest: bytes, index_path: str,
+               before: Callable[[], None] | None = None) -> bool:
+        """Publish the staged dataset: ``names`` (its shards), the manifest, ``index_path`` last.
+
+        Ctrl-C and SIGTERM are held back until it is done. ``before`` runs first (a group write
+        removes its root's merged index there).
+
+        Returns:
+            bool: whether OUT held other files that the new dataset replaced.
+
+        Raises:
+            DestinationError: if the claim was lost or a staged shard changed; if a move fails
+                midway, the commit record stays and the next write to OUT completes it.
+        """
+        from writer.pipeline.interrupts import held
+
+        self.ensure_claimed()
+        self._check_staged()
+        if self._direct:
+            self.publish_bytes(MANIFEST_NAME, manifest)
+            shutil.copyfile(index_path, os.path.join(self.staging, INDEX_NAME))
+            self.publish(INDEX_NAME)
+            return False
+        moves = [*names, MANIFEST_NAME, INDEX_NAME]
+        with held():
+            if before is not None:
+                before()
+            if self.remote:
+                self._put(self._staging_key(MANIFEST_NAME), manifest)
+                with open(index_path, "rb") as f:
+                    self._put(self._staging_key(INDEX_NAME), f.read())
+                self._put(self._staging_key(_COMMIT_NAME), json.dumps({"moves": moves}).encode())
+            else:
+                with open(os.path.join(self.staging, MANIFEST_NAME), "wb") as f:
+                    f.write(manifest)
+                if os.path.abspath(index_path) != os.path.join(self.staging, INDEX_NAME):
+                    shutil.copyfile(index_path, os.path.join(self.staging, INDEX_NAME))
+                _write_synced(os.path.join(self.staging, _COMMIT_NAME), json.dumps({"moves": moves}).encode())
+            return self.roll_forward()
+
+    def _check_staged(self) -> None:
+        # Every object this write staged in a bucket is still there, unchanged.
+        if self._s3 is None or not self._etags:
+            return
+        try:
+            listing = self._listing()
+        except Exception as e:
+            raise DestinationError(f"cannot list {self.uri}: {e}") from None
+        for key, etag in sorted(self._etags.items()):
+            if listing.get(key, {}).get("ETag") != etag:
+                raise DestinationError(
+                    f"{self.uri}/{key} changed or vanished after this write uploaded it: another "
+                    "writer is using this OUT; no index was published")
+
+    def roll_forward(self) -> bool:
+        """Complete a commit whose record is in staging (this write's, or one cut short).
+
+        Returns:
+            bool: whether files OUT held before were removed (it held another dataset).
+        """
+        if self._direct:
+            return False
+        record = _parse(self._read(self._staging_key(_COMMIT_NAME)) or b"")
+        moves = record.get("moves") if record is not None else None
+        if not isinstance(moves, list) or not all(isinstance(m, str) and is_writer_path(m) and "/" not in m
+                                                   for m in moves):
+            return False
+        for name in moves:
+            if self.remote:
+                self._copy(self._staging_key(name), name)
+            else:
+                source = os.path.join(self.staging, name)
+                if os.path.lexists(source):
+                    os.replace(source, os.path.join(self.uri, name))
+        if not self.remote:
+            _sync_folder(self.uri)
+        keep = {*moves, CLAIM_NAME}
+        stale = [e for e in self.entries() if e not in keep and e.split("/")[0] != _STAGING_NAME]
+        if self.remote:
+            self._delete(stale)
+            staged = sorted(self._staged_listing(), key=lambda k: k == _COMMIT_NAME)
+            self._delete([self._staging_key(k) for k in staged])  # the commit record last
+        else:
+            for entry in sorted(stale, key=lambda e: -e.count("/")):
+                _remove(os.path.join(self.uri, *entry.split("/")))
+            for folder, dirs, _ in os.walk(self.uri, topdown=False):  # emptied group folders
+                for d in dirs:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(os.path.join(folder, d))
+            self._close_journal()
+            shutil.rmtree(self.staging, ignore_errors=True)
+        self._staged = False
+        self.committed = True
+        return bool(stale)
+
+    def _copy(self, source: str, target: str) -> None:
+        bucket, source_key = self._bucket_key(source)
+        _, target_key = self._bucket_key(target)
+        self._attempt(f"publish {target} in {self.uri}", lambda: self._s3.copy_object(
+            Bucket=bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": source_key}))
+
+    def _close_journal(self) -> None:
+        journal = getattr(self, "_journal", None)
+        if journal is not None:
+            journal.close()
+            self._journal = None
+
+    def staged_bytes(self) -> int:
+        """Bytes a local OUT's staging holds (what a resumed write keeps needs no new space)."""
+        if self.remote:
+            return 0
+        return sum(os.path.getsize(os.path.join(folder, name))
+                   for folder, _, names in os.walk(self.staging) for name in names
+                   if os.path.isfile(os.path.join(folder, name)))
+
+    def interrupted_state(self) -> str:
+        """What an interrupted write leaves at OUT, in words, for its one-line message."""
+        if self.committed:
+            return f"{self.uri} holds the new dataset, published before the interrupt was handled"
+        had = "holds its previous dataset, unchanged" if self._had_index else "holds no dataset"
+        if self._direct or not self._staged:
+            return f"{self.uri} {had}"
+        where = f"{self.uri}/{_STAGING_NAME}"
+        return (f"{self.uri} {had}; {self.staged_shards} finished shards are kept in {where}: "
+                "rerun the same command to resume")
