@@ -23,6 +23,7 @@ from cutmix_algo.sampling import check_alpha, check_minmax
 __all__ = [
     "DATASETS",
     "EVAL_DATASETS",
+    "IMAGE_SIZES",
     "MODELS",
     "OPTIMIZERS",
     "SCHEDULERS",
@@ -43,7 +44,9 @@ __all__ = [
     "validate",
 ]
 
-MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+MODELS = ("resnet8", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+# digits: native 8x8, or upscaled (PIL bilinear) to 16x16 or 32x32; CIFAR-10 is 32x32 only
+IMAGE_SIZES = (8, 16, 32)
 DATASETS = ("cifar10", "digits", "premixed")
 EVAL_DATASETS = ("cifar10", "digits")
 OPTIMIZERS = ("sgd", "decoupled_sgdw", "adamw")
@@ -101,6 +104,8 @@ class DataConfig:
     train_per_class: int | None = None
     # the subset's seed; None draws it from the run's seed, so seeds are independent replicates
     subset_seed: int | None = None
+    # digits: the side of the square images (8 native, 16 or 32 upscaled); cifar10: 32 only
+    image_size: int = 32
 
 
 @dataclass
@@ -389,6 +394,10 @@ def validate(recipe: Recipe) -> None:
                 "write the subset with cutmix-writer instead"
             )
         _check_positive("data.train_per_class", data.train_per_class)
+    if data.image_size not in IMAGE_SIZES:
+        raise RecipeError(f"data.image_size: must be one of {', '.join(map(str, IMAGE_SIZES))}, got {data.image_size}")
+    if data.image_size != 32 and "cifar10" in (data.dataset, data.eval_dataset):
+        raise RecipeError(f"data.image_size: cifar10 images are 32x32, got {data.image_size}; only digits resize")
 
     train = recipe.train
     _check_time("train.max_duration", train.max_duration, ("ep", "ba", "sp"), positive=True)

@@ -4,7 +4,7 @@ CIFAR-10 and digits are held in memory as uint8 ``(N, C, H, W)`` and served a wh
 index operation (``__getitems__``), untouched: augmentation runs on the device
 (:mod:`cutmix_train.augment`) and normalization inside the model
 (:class:`cutmix_train.models.InputNormalize`). Pre-mixed shards written by ``cutmix-writer``
-stream through :class:`writer.PremixedDataset` and :class:`writer.dataset.PremixedLoader` (a
+stream through :class:`writer.PremixedDataset` and :class:`writer.read.dataset.PremixedLoader` (a
 ``StreamingDataLoader`` reading a whole batch per call), whose state Composer saves in
 checkpoints, so a resumed run continues mid-epoch; their images come as uint8 too (normalized by
 the same first layer), their labels as float ``(N, K)`` distributions.
@@ -33,6 +33,7 @@ __all__ = [
     "ImageBatchDataset",
     "already_batched",
     "build_data",
+    "load_digits_sized",
     "load_images",
     "per_rank_batch_size",
     "stratified_subset",
@@ -43,6 +44,11 @@ __all__ = [
 STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "digits": ((0.3055, 0.3055, 0.3055), (0.3240, 0.3240, 0.3240)),  # measured on load_digits
+}
+# digits at data.image_size 8 and 16 (32 is STATS["digits"]), measured on load_digits_sized
+DIGITS_STATS: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    8: ((0.3053,) * 3, (0.3762,) * 3),
+    16: ((0.3053,) * 3, (0.3191,) * 3),
 }
 
 
@@ -110,7 +116,7 @@ def per_rank_batch_size(global_batch_size: int, key: str) -> int:
 
 
 def _load_cifar10(cfg: DataConfig, split: str) -> Any:
-    from writer.sources import SourceError, load_cifar10
+    from writer import SourceError, load_cifar10
 
     root = Path(cfg.root)
     folder = root / "cifar-10-batches-py"
@@ -141,14 +147,47 @@ def _download_cifar10(root: Path) -> None:
         )
 
 
+def load_digits_sized(split: str, size: int) -> Any:
+    """scikit-learn's digits ``split`` as ``size``×``size`` RGB uint8 images (a ``writer.ImageSet``).
+
+    ``32`` is :func:`writer.load_digits` itself; ``8`` is the native grid with the same 0..16 →
+    0..255 scaling; ``16`` upscales that grid with PIL bilinear, as ``load_digits`` does to 32.
+    The split (which samples are train and test, in what order) is ``load_digits``'s.
+
+    Raises:
+        ValueError: if ``size`` is not 8, 16 or 32.
+
+    Example:
+        >>> load_digits_sized("test", 8).images.shape
+        (360, 8, 8, 3)
+    """
+    from writer import ImageSet, load_digits
+
+    if size == 32:
+        return load_digits(split)
+    if size not in (8, 16):
+        raise ValueError(f"digits come at 8, 16 or 32 pixels, got {size}")
+    from PIL import Image
+    from sklearn.datasets import load_digits as sk_digits
+
+    full = load_digits(split)  # the split's labels and order; only the pixels are redone here
+    bunch = sk_digits()
+    index = np.arange(len(bunch.target))
+    keep = index % 5 == 0 if split == "test" else index % 5 != 0
+    if not np.array_equal(bunch.target[keep], full.labels):
+        raise RuntimeError("writer.load_digits changed its split; load_digits_sized must follow it")
+    small = np.rint(bunch.images[keep] * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    if size == 16:
+        small = np.stack([np.asarray(Image.fromarray(im).resize((16, 16), Image.BILINEAR)) for im in small])
+    return ImageSet(np.repeat(small[..., None], 3, axis=-1), full.labels, list(full.class_names))
+
+
 def load_images(cfg: DataConfig, dataset: str, split: str) -> Any:
-    """Load ``split`` of an image source (``cifar10`` or ``digits``) as a ``writer.ImageSet``."""
+    """Load ``split`` of an image source (``cifar10``, or ``digits`` at ``cfg.image_size``) as a ``writer.ImageSet``."""
     if dataset == "cifar10":
         return _load_cifar10(cfg, split)
     if dataset == "digits":
-        from writer.sources import load_digits
-
-        return load_digits(split)
+        return load_digits_sized(split, cfg.image_size)
     raise RecipeError(f"data.dataset: unknown image source {dataset!r}")
 
 
@@ -194,7 +233,7 @@ def train_subset(images: Any, per_class: int, seed: int) -> Any:
     Raises:
         RecipeError: naming ``data.train_per_class`` if a class is too small.
     """
-    from writer.sources import ImageSet
+    from writer import ImageSet
 
     try:
         index = stratified_subset(images.labels, per_class, seed)
@@ -221,14 +260,14 @@ def _in_memory_loader(images: Any, batch_size: int, *, train: bool, cfg: DataCon
 def _premixed_manifest(cfg: DataConfig) -> dict:
     where = cfg.remote or cfg.local
     key = "data.remote" if cfg.remote else "data.local"
-    from writer.uri import INDEX_NAME
+    from writer.format.names import INDEX_NAME
 
     if not cfg.remote and not (Path(cfg.local) / INDEX_NAME).is_file():  # type: ignore[arg-type]
         raise RecipeError(
             f"{key}: no pre-mixed dataset at {where} ({INDEX_NAME} missing); write one with "
             "`cutmix-writer write --source ... --out DIR`"
         )
-    from writer.dataset import read_manifest
+    from writer import read_manifest
 
     try:
         return read_manifest(where)
@@ -252,7 +291,7 @@ def _eval_source(cfg: DataConfig, manifest: dict) -> str:
 def _premixed_loader(cfg: DataConfig, batch_size: int) -> DataLoader:
     from streaming.base.util import clean_stale_shared_memory
 
-    from writer.dataset import PremixedDataset, PremixedLoader
+    from writer.read.dataset import PremixedDataset, PremixedLoader
 
     # A run killed earlier leaves shared memory behind that would block this one.
     clean_stale_shared_memory()
@@ -314,8 +353,16 @@ def build_data(cfg: DataConfig, train_batch_size: int, eval_batch_size: int, see
         raise RecipeError(
             f"data.eval_dataset: {source} has {eval_images.num_classes} classes but the training data has {num_classes}"
         )
+    if cfg.dataset == "premixed":
+        shape = [int(d) for d in manifest["source"]["image_shape"]]
+        if shape != list(eval_images.images.shape[1:]):
+            # The model pools globally, so other sizes would train and evaluate without an error.
+            raise RecipeError(
+                f"data.image_size: the shards hold {shape[0]}x{shape[1]} images but the {source} test split is "
+                f"{eval_images.images.shape[1]}x{eval_images.images.shape[2]}; set data.image_size={shape[0]}"
+            )
     eval_loader = _in_memory_loader(eval_images, eval_bs, train=False, cfg=cfg, seed=seed)
-    mean, std = STATS[source]
+    mean, std = DIGITS_STATS[cfg.image_size] if source == "digits" and cfg.image_size != 32 else STATS[source]
     return DataBundle(
         train=train,
         eval=eval_loader,

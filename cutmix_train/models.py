@@ -2,7 +2,8 @@
 
 The network: a 3x3 conv stem with 16 channels, three stages of ``n`` basic blocks at 16, 32 and
 64 channels (the first block of stages 2 and 3 halves the resolution with stride 2), global
-average pooling and a linear layer; depth ``6n + 2`` (20, 32, 44, 56, 110).
+average pooling and a linear layer; depth ``6n + 2`` (20, 32, 44, 56, 110, and 8: one block per
+stage, the cheap model of ``make demo``).
 
 Shortcuts are the paper's option A for CIFAR: where a block changes shape, the identity is
 subsampled with stride 2 and zero-padded in channels, so every shortcut is parameter-free
@@ -37,7 +38,7 @@ __all__ = [
     "cifar_resnet",
 ]
 
-DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
+DEPTHS = {"resnet8": 8, "resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
 
 
 class InputNormalize(nn.Module):
@@ -131,7 +132,7 @@ class CifarResNet(nn.Module):
 
 
 def cifar_resnet(name: str, num_classes: int = 10) -> CifarResNet:
-    """Build ``resnet20`` … ``resnet110`` by name.
+    """Build ``resnet8``, ``resnet20`` … ``resnet110`` by name.
 
     Raises:
         ValueError: if ``name`` is not one of :data:`DEPTHS`.

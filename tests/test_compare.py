@@ -233,3 +233,11 @@ def test_bad_variants_fail_before_anything_trains(tmp_path: Path, variants: tupl
     assert result.exit_code != 0
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "cmp" / "runs").exists()
+
+
+def test_first_seed_moves_every_run_to_the_selection_seeds(tmp_path: Path) -> None:
+    # A bad variant fails while every run's recipe is resolved, naming the run's seed: 1000 first.
+    result = _compare(tmp_path / "cmp", "--first-seed", "1000", variants=("a", "b:data.train_per_class=0"))
+    assert result.exit_code != 0
+    assert "variant b (seed 1000): data.train_per_class: must be > 0" in result.output
+    assert run_overrides([], Variant("a", ()), 1001)[-2:] == ("seed=1001", "run_name=a-seed1001")

@@ -61,3 +61,11 @@ def test_classifier_loss_takes_int_and_dense_targets() -> None:
     torch.testing.assert_close(int_loss, dense_loss)
     metric = model.get_metrics(is_train=True)["MulticlassAccuracy"]
     metric.update(outputs, torch.full((4, 10), 0.1))  # dense targets are accepted in training
+
+
+@pytest.mark.parametrize("size", [8, 16, 32])
+def test_resnet8_is_one_block_per_stage_at_every_digits_size(size: int) -> None:
+    model = cifar_resnet("resnet8").eval()
+    assert [len(s) for s in (model.layer1, model.layer2, model.layer3)] == [1, 1, 1]
+    assert 0.07e6 < _params(model) < 0.08e6  # a quarter of ResNet-20's
+    assert model(torch.randn(2, 3, size, size)).shape == (2, 10)
