@@ -39,16 +39,22 @@ def random_crop_flip(
 
     Args:
         x: ``(N, C, H, W)`` images, any dtype, on any device.
-        pad: zero padding on each side; offsets are drawn from ``[0, 2 * pad]``.
+        pad: zero padding on each side, below the image's shorter side; offsets are drawn from
+            ``[0, 2 * pad]``.
         hflip: flip each image left-right with probability 1/2.
         generator: CPU generator for the offsets and flips.
 
     Returns:
         torch.Tensor: a new ``(N, C, H, W)`` tensor of ``x``'s dtype and device.
+
+    Raises:
+        ValueError: if ``x`` is not 4-D, or ``pad`` is negative or not below the shorter side.
     """
     if x.ndim != 4:
         raise ValueError(f"expected a batch (N, C, H, W), got shape {tuple(x.shape)}")
     n, c, height, width = x.shape
+    if not 0 <= pad < min(height, width):  # a crop wholly in the padding would be a blank image
+        raise ValueError(f"pad must be in [0, {min(height, width) - 1}] for {height}x{width} images, got {pad}")
     # Draws on the CPU (cheap, generator-exact on any device), then one small copy over.
     dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator)

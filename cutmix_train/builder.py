@@ -11,6 +11,7 @@ import math
 import os
 import re
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +19,8 @@ from typing import Any
 
 import torch
 from composer import Trainer
-from composer.core import Algorithm, Callback, Time
-from composer.loggers import FileLogger, LoggerDestination
+from composer.core import Algorithm, Callback, Time, TimeUnit
+from composer.loggers import FileLogger, LoggerDestination, ProgressBarLogger
 from composer.optim import (
     ConstantScheduler,
     ConstantWithWarmupScheduler,
@@ -33,7 +34,7 @@ from composer.utils import dist, format_name_with_dist, reproducibility
 
 from cutmix_algo import CutMix
 from cutmix_train.augment import DeviceAugment, augment_before_mixing
-from cutmix_train.config import OptimizerConfig, Recipe, RecipeError, SchedulerConfig, to_yaml
+from cutmix_train.config import OptimizerConfig, Recipe, RecipeError, SchedulerConfig, check_pad, to_yaml
 from cutmix_train.data import DataBundle, build_data
 from cutmix_train.models import InputNormalize, build_model
 
@@ -54,6 +55,7 @@ __all__ = [
     "resume_source",
     "resumed_from",
     "summarize",
+    "warmup_time",
 ]
 
 # Composer's default checkpoint names (the recipe schema does not change them): one file per save,
@@ -97,21 +99,45 @@ def build_optimizer(cfg: OptimizerConfig, model: torch.nn.Module) -> torch.optim
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def build_scheduler(cfg: SchedulerConfig) -> Any:
-    """The recipe's learning-rate schedule as a Composer scheduler (stepped every batch)."""
+def warmup_time(warmup: str, max_duration: str, batches_per_epoch: int | None) -> str:
+    """A warmup given as a fraction of the run (``dur``), in the unit Composer counts it in.
+
+    Composer converts ``0.1dur`` to ``int(0.1 * length)`` in the run's unit (batches for a run in
+    epochs), so on a short run a positive fraction truncated to 0 and the warmup vanished, with a
+    warning every step. The same conversion here, but never below one unit. Other warmups, and a
+    fraction of a run in epochs whose epoch length is unknown, are returned as given.
+    """
+    time = Time.from_timestring(warmup)
+    if time.unit != TimeUnit.DURATION or time.value == 0:
+        return warmup
+    run = Time.from_timestring(max_duration)
+    if run.unit == TimeUnit.EPOCH:
+        if batches_per_epoch is None:
+            return warmup
+        return f"{max(1, int(time.value * batches_per_epoch * run.value))}ba"  # Composer's arithmetic
+    return f"{max(1, int(time.value * run.value))}{run.unit.value}"
+
+
+def build_scheduler(cfg: SchedulerConfig, max_duration: str | None = None, batches_per_epoch: int | None = None) -> Any:
+    """The recipe's learning-rate schedule as a Composer scheduler (stepped every batch).
+
+    Given the run's ``max_duration`` (and, for a run in epochs, its batches per epoch), a warmup
+    in ``dur`` is converted by :func:`warmup_time`.
+    """
+    t_warmup = cfg.warmup if max_duration is None else warmup_time(cfg.warmup, max_duration, batches_per_epoch)
     # The warmup variants warn on every step when warmup is zero: use the plain ones then.
-    warmup = Time.from_timestring(cfg.warmup).value > 0
+    warmup = Time.from_timestring(t_warmup).value > 0
     if cfg.name == "multistep":
         milestones = list(cfg.milestones)
         if warmup:
-            return MultiStepWithWarmupScheduler(t_warmup=cfg.warmup, milestones=milestones, gamma=cfg.gamma)
+            return MultiStepWithWarmupScheduler(t_warmup=t_warmup, milestones=milestones, gamma=cfg.gamma)
         return MultiStepScheduler(milestones=milestones, gamma=cfg.gamma)
     if cfg.name == "cosine":
         if warmup:
-            return CosineAnnealingWithWarmupScheduler(t_warmup=cfg.warmup, alpha_f=cfg.alpha_f)
+            return CosineAnnealingWithWarmupScheduler(t_warmup=t_warmup, alpha_f=cfg.alpha_f)
         return CosineAnnealingScheduler(alpha_f=cfg.alpha_f)
     if warmup:
-        return ConstantWithWarmupScheduler(t_warmup=cfg.warmup)
+        return ConstantWithWarmupScheduler(t_warmup=t_warmup)
     return ConstantScheduler()
 
 
@@ -125,17 +151,8 @@ def build_algorithms(recipe: Recipe, data: DataBundle) -> list[Algorithm]:
     if cutmix.enabled:
         algorithms.append(
             CutMix(
-                alpha=cutmix.alpha,
-                p=cutmix.p,
+                **cutmix.options(),
                 num_classes=data.num_classes,
-                uniform_sampling=cutmix.uniform_sampling,
-                stop_at=cutmix.stop_at,
-                mode=cutmix.mode,
-                interpolate_loss=cutmix.interpolate_loss,
-                mixup_alpha=cutmix.mixup_alpha,
-                switch_prob=cutmix.switch_prob,
-                minmax=None if cutmix.minmax is None else tuple(cutmix.minmax),
-                log_images_every=cutmix.log_images_every,
                 # ImageBatchDataset.__getitems__ index_selects a fresh batch and DeviceAugment
                 # writes a new one: the batch is never the dataset's memory.
                 inplace=True,
@@ -445,13 +462,25 @@ def _check_resume(recipe: Recipe, model: torch.nn.Module, optimizer: torch.optim
         raise RecipeError(error)
 
 
+def _batches_per_pass(data: DataBundle) -> int | None:
+    """Training batches in one pass over the data (each rank's, as Composer counts), if known."""
+    try:
+        return len(data.train)
+    except TypeError:  # a loader without a length
+        return None
+
+
+def _batches_per_epoch(recipe: Recipe, data: DataBundle) -> int | None:
+    """Training batches per epoch as Composer counts them: a pass, or train.subset_num_batches of it."""
+    batches = _batches_per_pass(data)
+    subset = recipe.train.subset_num_batches
+    return batches if batches is None or subset == -1 else min(batches, subset)
+
+
 def _check_train_batches(recipe: Recipe, data: DataBundle) -> None:
     # drop_last drops a short last batch: a batch larger than the data trains nothing at all.
-    try:
-        batches = len(data.train)
-    except TypeError:  # a loader without a length
-        return
-    if batches > 0:
+    batches = _batches_per_pass(data)
+    if batches is None or batches > 0:
         return
     dataset = data.train.dataset
     samples = getattr(dataset, "num_samples", None) or len(dataset)
@@ -463,6 +492,13 @@ def _check_train_batches(recipe: Recipe, data: DataBundle) -> None:
     )
 
 
+def _check_premixed_pad(recipe: Recipe, data: DataBundle) -> None:
+    # The shards' image side is known once they are open; the other sources' at load (config).
+    shape = (data.manifest or {}).get("source", {}).get("image_shape")  # [H, W, C], checked at open
+    if shape:
+        check_pad(recipe.data.augment.pad, min(shape[:2]), "the shards' images")
+
+
 def _premixed_note(recipe: Recipe, data: DataBundle) -> None:
     manifest = data.manifest
     if not manifest:
@@ -470,12 +506,21 @@ def _premixed_note(recipe: Recipe, data: DataBundle) -> None:
     args = manifest.get("args", {})
     key = "data.remote" if recipe.data.remote else "data.local"
     epochs = args.get("epochs")
+    duration = recipe.train.max_duration
+    unit = Time.from_timestring(duration).unit
+    batches = _batches_per_pass(data)
+    if unit == TimeUnit.EPOCH:
+        counts = "counts passes over all of them"
+    else:  # a count of batches or samples: say how many make a pass
+        per_pass = batches if unit == TimeUnit.BATCH or batches is None else batches * recipe.train.batch_size
+        counts = f"counts {'batches' if unit == TimeUnit.BATCH else 'samples'}"
+        if per_pass is not None:
+            counts += f" ({per_pass} make one pass over them)"
     _say(
         f"{key}: the shards hold {epochs} epoch{'' if epochs == 1 else 's'} of "
         f"{manifest.get('source', {}).get('num_images')} "
         f"{args.get('source')} images ({manifest.get('num_samples')} samples; writer seed {args.get('seed')}, "
-        f"batch {args.get('batch_size')}, alpha {args.get('alpha')}); train.max_duration "
-        f"{recipe.train.max_duration} counts passes over all of them"
+        f"batch {args.get('batch_size')}, alpha {args.get('alpha')}); train.max_duration {duration} {counts}"
     )
 
 
@@ -510,40 +555,47 @@ def build_trainer(recipe: Recipe, callbacks: list[Any] | None = None) -> Trainer
     reproducibility.seed_all(recipe.seed)
     data = build_data(recipe.data, recipe.train.batch_size, recipe.eval.batch_size, recipe.seed)
     _check_train_batches(recipe, data)
+    _check_premixed_pad(recipe, data)
     _premixed_note(recipe, data)
     model = build_model(recipe.model.name, data.num_classes, data.mean, data.std)
     optimizer = build_optimizer(recipe.optimizer, model)
     _check_resume(recipe, model, optimizer)
     ckpt = recipe.checkpoint
-    return Trainer(
-        model=model,
-        train_dataloader=data.train,
-        eval_dataloader=data.eval,
-        max_duration=recipe.train.max_duration,
-        train_subset_num_batches=recipe.train.subset_num_batches,
-        eval_interval=recipe.eval.interval,
-        eval_subset_num_batches=recipe.eval.subset_num_batches,
-        algorithms=build_algorithms(recipe, data),
-        algorithm_passes=augment_before_mixing,
-        optimizers=optimizer,
-        schedulers=build_scheduler(recipe.scheduler),
-        step_schedulers_every_batch=True,
-        device=device,
-        precision=precision,
-        device_train_microbatch_size=recipe.train.microbatch_size,
-        seed=recipe.seed,
-        run_name=recipe.run_name or recipe.name,
-        loggers=_loggers(recipe),
-        callbacks=[RecipeRecord(recipe), *(callbacks or [])],
-        progress_bar=recipe.logging.progress_bar,
-        console_stream="stderr",
-        save_folder=ckpt.save_folder,
-        save_interval=ckpt.save_interval,
-        save_num_checkpoints_to_keep=ckpt.num_to_keep,
-        save_overwrite=ckpt.overwrite,
-        autoresume=ckpt.autoresume,
-        load_path=ckpt.load_path,
-    )
+    with warnings.catch_warnings():
+        # Checkpoints leave the progress bar out (save_ignore_keys), so a resume would warn it is missing.
+        warnings.filterwarnings("ignore", message=f"{ProgressBarLogger.__name__} is not in the state_dict")
+        return Trainer(
+            model=model,
+            train_dataloader=data.train,
+            eval_dataloader=data.eval,
+            max_duration=recipe.train.max_duration,
+            train_subset_num_batches=recipe.train.subset_num_batches,
+            eval_interval=recipe.eval.interval,
+            eval_subset_num_batches=recipe.eval.subset_num_batches,
+            algorithms=build_algorithms(recipe, data),
+            algorithm_passes=augment_before_mixing,
+            optimizers=optimizer,
+            schedulers=build_scheduler(recipe.scheduler, recipe.train.max_duration, _batches_per_epoch(recipe, data)),
+            step_schedulers_every_batch=True,
+            device=device,
+            precision=precision,
+            device_train_microbatch_size=recipe.train.microbatch_size,
+            seed=recipe.seed,
+            run_name=recipe.run_name or recipe.name,
+            loggers=_loggers(recipe),
+            callbacks=[RecipeRecord(recipe), *(callbacks or [])],
+            progress_bar=recipe.logging.progress_bar,
+            console_stream="stderr",
+            save_folder=ckpt.save_folder,
+            save_interval=ckpt.save_interval,
+            save_num_checkpoints_to_keep=ckpt.num_to_keep,
+            save_overwrite=ckpt.overwrite,
+            # A saved bar is redrawn when the checkpoint loads: a finished run's rerun flashed
+            # "train 0->3/3" though nothing trained. A resumed run draws a fresh one when it trains.
+            save_ignore_keys=[f"state/callbacks/{ProgressBarLogger.__name__}"] if recipe.logging.progress_bar else None,
+            autoresume=ckpt.autoresume,
+            load_path=ckpt.load_path,
+        )
 
 
 def progress(trainer: Trainer) -> dict[str, Any]:
@@ -579,7 +631,7 @@ def resumed_from(trainer: Trainer, recipe: Recipe) -> str | None:
     return recipe.checkpoint.load_path
 
 
-def _finite(value: float | None, digits: int) -> float | None:
+def _json_number(value: float | None, digits: int) -> float | None:
     # JSON has no NaN or inf: a metric that is not a number is reported missing (null).
     return round(value, digits) if value is not None and math.isfinite(value) else None
 
@@ -626,19 +678,19 @@ def summarize(
     added_samples = now["sample"] - before["sample"]
     return {
         "name": recipe.name,
-        "eval_accuracy": _finite(_metric(metrics.get("MulticlassAccuracy")), 6),
-        "eval_loss": _finite(_metric(metrics.get("CrossEntropy")), 6),
-        "train_seconds": _finite(seconds, 3),
-        "samples_per_second": _finite(now["sample"] / seconds, 2) if seconds > 0 else None,
+        "eval_accuracy": _json_number(_metric(metrics.get("MulticlassAccuracy")), 6),
+        "eval_loss": _json_number(_metric(metrics.get("CrossEntropy")), 6),
+        "train_seconds": _json_number(seconds, 3),
+        "samples_per_second": _json_number(now["sample"] / seconds, 2) if seconds > 0 else None,
         "samples": now["sample"],
         "batches": now["batch"],
         "epochs": now["epoch"],
         "this_invocation": {
-            "wall_seconds": None if wall_seconds is None else _finite(wall_seconds, 3),
-            "train_seconds": _finite(added_seconds, 3),
+            "wall_seconds": None if wall_seconds is None else _json_number(wall_seconds, 3),
+            "train_seconds": _json_number(added_seconds, 3),
             "samples": added_samples,
             "batches": now["batch"] - before["batch"],
-            "samples_per_second": _finite(added_samples / added_seconds, 2) if added_seconds > 0 else None,
+            "samples_per_second": _json_number(added_samples / added_seconds, 2) if added_seconds > 0 else None,
             "resumed_from": resumed,
         },
         "model": recipe.model.name,

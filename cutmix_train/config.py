@@ -4,21 +4,31 @@ A recipe is validated in full before anything is built: OmegaConf's structured c
 unknown keys and values of the wrong type and names the key; :func:`validate` then checks the
 values that a type cannot (names, time strings, ranges, combinations). Files are checked later,
 by the data builders, still before the Trainer exists.
+
+Values a type admits but no run can use are refused with the key and the valid range: every
+number finite; a time count (ep, ba, sp) at most 10**12 and a ``dur`` a fraction in [0, 1];
+``optimizer.lr`` in (0, 10], ``optimizer.weight_decay`` in [0, 1), ``scheduler.gamma`` in (0, 1],
+``scheduler.alpha_f`` in [0, 1]; ``data.mean`` in [0, 1] and ``data.std`` in [1e-3, 1] (images
+are in [0, 1]); ``data.num_workers`` at most 256; ``data.augment.pad`` below the image side
+(checked when the pre-mixed shards are opened, for those).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cutmix_algo.functional import check_mode
-from cutmix_algo.sampling import check_alpha, check_minmax
+from cutmix_algo.options import check_options
+
+if TYPE_CHECKING:
+    from composer.core import Time
 
 __all__ = [
     "DATASETS",
@@ -39,6 +49,7 @@ __all__ = [
     "RecipeError",
     "SchedulerConfig",
     "TrainConfig",
+    "check_pad",
     "load_recipe",
     "to_yaml",
     "validate",
@@ -54,6 +65,15 @@ SCHEDULERS = ("multistep", "cosine", "constant")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("auto", "fp32", "amp_bf16", "amp_fp16")
 SEED_MAX = 2**32 - 1  # the largest seed every generator a run seeds accepts
+# Bounds on values a type admits but no run can use, each named in its error:
+# any count in a time string (ep, ba, sp): 10**12 batches at 1,000 a second is 30 years, and
+# Composer turns far larger ones into float infinity (1e308ep: OverflowError at build)
+MAX_TIME_COUNT = 10**12
+MAX_LR = 10.0  # 3.2 (SGD at batch 8192, Goyal et al. 2017) is the largest rate these optimizers meet
+MAX_NUM_WORKERS = 256  # per process; fixed, not os.cpu_count(), so a recipe loads alike everywhere
+# data.std, for images in [0, 1] (their std is at most 0.5; 1 is "no scaling"): with means in
+# [0, 1] a normalized pixel is at most 1000 in size, which fp16 autocast (largest 65504) holds
+STD_RANGE = (1e-3, 1.0)
 
 
 class RecipeError(ValueError):
@@ -155,6 +175,9 @@ class CutMixConfig:
     """Online CutMix (``cutmix_algo.CutMix``); off for pre-mixed data, which is mixed already."""
 
     enabled: bool = False
+    # λ ~ Beta(alpha, alpha) is the kept fraction of a mixed image. alpha=0 is not "off": it gives
+    # λ = 0, every mixed image wholly replaced by its partner (and its label); enabled=false or p=0
+    # turns mixing off
     alpha: float = 1.0
     p: float = 1.0
     uniform_sampling: bool = False
@@ -170,6 +193,10 @@ class CutMixConfig:
     minmax: list[float] | None = None
     # a batch interval such as 500ba: log mixed images with their boxes to the trackers
     log_images_every: str | None = None
+
+    def options(self) -> dict[str, Any]:
+        """Every field but ``enabled``, by ``CutMix``'s keyword for it (the same names)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "enabled"}
 
 
 @dataclass
@@ -311,35 +338,68 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
         raise RecipeError(f"{key}: unknown value {value!r}; expected one of {', '.join(choices)}")
 
 
-def _check_time(key: str, value: str, units: tuple[str, ...] | None = None, *, positive: bool = False) -> None:
+def _check_time(key: str, value: str, units: tuple[str, ...] | None = None, *, positive: bool = False) -> Time:
+    """Refuse a time string Composer cannot parse or no run can reach; return its ``Time``.
+
+    A count (ep, ba, sp) is at most :data:`MAX_TIME_COUNT`; a ``dur`` is a fraction of the run, in [0, 1].
+    """
     from composer.core import Time
 
+    example = "such as '10ep', '500ba' or '0.5dur'"
     try:
         time = Time.from_timestring(str(value))
-    except (ValueError, TypeError):
-        raise RecipeError(
-            f"{key}: {value!r} is not a Composer time string such as '10ep', '500ba' or '0.5dur'"
-        ) from None
-    if units is not None and time.unit.value not in units:
+    except OverflowError:  # "infep": Composer's int(float("inf"))
+        raise RecipeError(f"{key}: {value!r} is not a finite time; give a count {example}") from None
+    except (ValueError, TypeError):  # "ten", "nanep", "1.5ep" (not a whole count)
+        raise RecipeError(f"{key}: {value!r} is not a Composer time string {example}") from None
+    unit = time.unit.value
+    if units is not None and unit not in units:
         raise RecipeError(f"{key}: {value!r} must be in one of the units {', '.join(units)}")
+    if not math.isfinite(time.value):  # "nandur", "infdur"
+        raise RecipeError(f"{key}: {value!r} is not a finite time; give one {example}")
     if time.value < 0:
         raise RecipeError(f"{key}: {value!r} must not be negative")
+    if unit == "dur" and time.value > 1:
+        raise RecipeError(f"{key}: {value!r} must be a fraction of the run, in [0, 1]dur")
+    if time.value > MAX_TIME_COUNT:
+        raise RecipeError(
+            f"{key}: {value!r} must be at most 10**12{unit} (10**12 batches at 1,000 a second is 30 years)"
+        )
     if positive and time.value == 0:
         raise RecipeError(f"{key}: {value!r} must be more than zero")
+    return time
 
 
-def _check_finite(key: str, value: float | list[float] | None) -> None:
-    # NaN slips through every comparison (nan <= 0 is False) and inf trains to NaN: refuse both.
+def _check_range(key: str, value: float | list[float] | None, low: float, high: float = math.inf, *,
+                 low_open: bool = False, high_open: bool = False, hint: str = "") -> None:
+    """Refuse a number, or any number of a list, outside its range; NaN and inf never pass."""
     values = [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
-    if not all(math.isfinite(v) for v in values):
-        shown = value if not isinstance(value, (list, tuple)) else list(value)
-        raise RecipeError(f"{key}: must be a finite number, got {shown!r}")
+    for v in values:
+        # NaN fails every comparison and inf trains to NaN: only finite numbers get in (an int
+        # always is, and math.isfinite cannot take one above float's range).
+        finite = isinstance(v, int) or math.isfinite(v)
+        if not (finite and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)):
+            if high == math.inf:
+                bound = f"{'>' if low_open else '>='} {low:g}"
+            else:
+                bound = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            shown = list(value) if isinstance(value, (list, tuple)) else value
+            raise RecipeError(f"{key}: must be {bound}, got {shown!r}{hint}")
 
 
-def _check_positive(key: str, value: float) -> None:
-    _check_finite(key, value)
-    if value <= 0:
-        raise RecipeError(f"{key}: must be > 0, got {value!r}")
+def check_pad(pad: int, side: int, source: str) -> None:
+    """Refuse a crop padding below 0 or of the image ``side`` or more, where a crop can be all padding.
+
+    Args:
+        pad: ``data.augment.pad``.
+        side: the images' shorter side.
+        source: where ``side`` comes from, for the message.
+    """
+    if not 0 <= pad < side:
+        raise RecipeError(
+            f"data.augment.pad: must be in [0, {side - 1}], below the image side {side} ({source}), got {pad}: "
+            "a pad of the side or more lets a crop land wholly in the padding, a blank image"
+        )
 
 
 def _check_seed(key: str, value: int) -> None:
@@ -376,51 +436,52 @@ def validate(recipe: Recipe) -> None:
         _check_choice("data.eval_dataset", data.eval_dataset, EVAL_DATASETS)
     if data.dataset == "premixed" and not (data.remote or data.local):
         raise RecipeError("data.remote: premixed data needs data.remote and/or data.local")
-    if data.num_workers < 0:
-        raise RecipeError(f"data.num_workers: must be >= 0, got {data.num_workers}")
-    for key in ("mean", "std"):
+    _check_range("data.num_workers", data.num_workers, 0, MAX_NUM_WORKERS,
+                 hint=" (DataLoader worker processes per training process)")
+    for key, (low, high), hint in (
+        ("mean", (0.0, 1.0), " (means of images in [0, 1]; a value above 1 is likely a 0-255 statistic)"),
+        ("std", STD_RANGE, " (for images in [0, 1]: a smaller std makes a normalized pixel larger than 1000, "
+                           "near fp16's limit of 65504 once a convolution sums them; a larger one is likely a "
+                           "0-255 statistic)"),
+    ):
         values = getattr(data, key)
         if values is not None and len(values) != 3:
             raise RecipeError(f"data.{key}: expected 3 per-channel values, got {list(values)}")
-        _check_finite(f"data.{key}", values)
-    if data.std is not None and min(data.std) <= 0:
-        raise RecipeError(f"data.std: must be > 0, got {list(data.std)}")
-    if data.augment.pad < 0:
-        raise RecipeError(f"data.augment.pad: must be >= 0, got {data.augment.pad}")
+        _check_range(f"data.{key}", values, low, high, hint=hint)
     if data.train_per_class is not None:
         if data.dataset == "premixed":
             raise RecipeError(
                 "data.train_per_class: premixed shards hold what was written; "
                 "write the subset with cutmix-writer instead"
             )
-        _check_positive("data.train_per_class", data.train_per_class)
+        _check_range("data.train_per_class", data.train_per_class, 0, low_open=True)
     if data.image_size not in IMAGE_SIZES:
         raise RecipeError(f"data.image_size: must be one of {', '.join(map(str, IMAGE_SIZES))}, got {data.image_size}")
     if data.image_size != 32 and "cifar10" in (data.dataset, data.eval_dataset):
         raise RecipeError(f"data.image_size: cifar10 images are 32x32, got {data.image_size}; only digits resize")
+    if data.dataset != "premixed":  # the shards' side is known when they are opened (the builder)
+        check_pad(data.augment.pad, data.image_size, "data.image_size")
 
     train = recipe.train
-    _check_time("train.max_duration", train.max_duration, ("ep", "ba", "sp"), positive=True)
-    _check_positive("train.batch_size", train.batch_size)
+    max_duration = _check_time("train.max_duration", train.max_duration, ("ep", "ba", "sp"), positive=True)
+    _check_range("train.batch_size", train.batch_size, 0, low_open=True)
     _check_subset("train.subset_num_batches", train.subset_num_batches)
     mb = train.microbatch_size
     if isinstance(mb, str) and mb != "auto":
         raise RecipeError(f"train.microbatch_size: expected an integer, 'auto' or null, got {mb!r}")
-    if isinstance(mb, int) and mb <= 0:
-        raise RecipeError(f"train.microbatch_size: must be > 0, got {mb}")
+    if isinstance(mb, int):
+        _check_range("train.microbatch_size", mb, 0, low_open=True)
     _check_time("eval.interval", recipe.eval.interval, ("ep", "ba", "dur"), positive=True)
-    _check_positive("eval.batch_size", recipe.eval.batch_size)
+    _check_range("eval.batch_size", recipe.eval.batch_size, 0, low_open=True)
     _check_subset("eval.subset_num_batches", recipe.eval.subset_num_batches)
 
     opt = recipe.optimizer
     _check_choice("optimizer.name", opt.name, OPTIMIZERS)
-    _check_positive("optimizer.lr", opt.lr)
-    _check_finite("optimizer.weight_decay", opt.weight_decay)
-    _check_finite("optimizer.momentum", opt.momentum)
-    if opt.weight_decay < 0:
-        raise RecipeError(f"optimizer.weight_decay: must be >= 0, got {opt.weight_decay}")
-    if not 0 <= opt.momentum < 1:
-        raise RecipeError(f"optimizer.momentum: must be in [0, 1), got {opt.momentum}")
+    _check_range("optimizer.lr", opt.lr, 0, MAX_LR, low_open=True,
+                 hint=" (the largest rate in common use is 3.2: SGD at batch 8192, Goyal et al. 2017)")
+    _check_range("optimizer.weight_decay", opt.weight_decay, 0, 1, high_open=True,
+                 hint=" (at 1, decoupled_sgdw zeroes every weight at full learning rate)")
+    _check_range("optimizer.momentum", opt.momentum, 0, 1, high_open=True)
     if opt.nesterov and opt.momentum == 0 and opt.name != "adamw":
         raise RecipeError(
             "optimizer.nesterov: Nesterov momentum needs optimizer.momentum > 0, got momentum 0; "
@@ -431,9 +492,17 @@ def validate(recipe: Recipe) -> None:
     _check_choice("scheduler.name", sched.name, SCHEDULERS)
     for i, milestone in enumerate(sched.milestones):
         _check_time(f"scheduler.milestones[{i}]", milestone, ("ep", "ba", "dur"))
-    _check_time("scheduler.warmup", sched.warmup, ("ep", "ba", "dur"))
-    _check_positive("scheduler.gamma", sched.gamma)
-    _check_finite("scheduler.alpha_f", sched.alpha_f)
+    warmup = _check_time("scheduler.warmup", sched.warmup, ("ep", "ba", "dur"))
+    if warmup.value > 0 and warmup.unit.value != "dur" and max_duration.unit.value == "sp":
+        # Composer compares the warmup and the run's length in one unit: a fit-time ValueError.
+        raise RecipeError(
+            f"scheduler.warmup: {sched.warmup!r} cannot be compared with train.max_duration "
+            f"{train.max_duration!r} in samples; give the warmup as a fraction of the run (dur)"
+        )
+    _check_range("scheduler.gamma", sched.gamma, 0, 1, low_open=True,
+                 hint=" (multistep: the factor the learning rate is multiplied by at each milestone)")
+    _check_range("scheduler.alpha_f", sched.alpha_f, 0, 1,
+                 hint=" (cosine: the final learning rate as a fraction of optimizer.lr)")
 
     cutmix = recipe.algorithms.cutmix
     if cutmix.enabled and data.dataset == "premixed":
@@ -442,31 +511,12 @@ def validate(recipe: Recipe) -> None:
             "set algorithms.cutmix.enabled=false to train on it"
         )
     try:
-        check_alpha(cutmix.alpha)  # the Algorithm's own check: also rejects NaN and inf
+        check_options(**cutmix.options())  # CutMix's own checks; each message starts with the option
     except ValueError as e:
-        raise RecipeError(f"algorithms.cutmix.alpha: {e}") from None
-    if not 0 <= cutmix.p <= 1:
-        raise RecipeError(f"algorithms.cutmix.p: must be in [0, 1], got {cutmix.p}")
+        raise RecipeError(f"algorithms.cutmix.{e}") from None
+    # What a recipe adds: its time units and bounds.
     if cutmix.stop_at is not None:
         _check_time("algorithms.cutmix.stop_at", cutmix.stop_at, ("ep", "ba", "dur"))
-    try:
-        check_mode(cutmix.mode)
-    except ValueError as e:
-        raise RecipeError(f"algorithms.cutmix.mode: {e}") from None
-    if cutmix.interpolate_loss and cutmix.mode == "sample":
-        raise RecipeError(
-            "algorithms.cutmix.interpolate_loss: needs mode=batch (one λ per batch weights the loss)"
-        )
-    try:
-        check_alpha(cutmix.mixup_alpha)
-    except ValueError as e:
-        raise RecipeError(f"algorithms.cutmix.mixup_alpha: {e}") from None
-    if not 0 <= cutmix.switch_prob <= 1:
-        raise RecipeError(f"algorithms.cutmix.switch_prob: must be in [0, 1], got {cutmix.switch_prob}")
-    try:
-        check_minmax(cutmix.minmax)
-    except ValueError as e:
-        raise RecipeError(f"algorithms.cutmix.minmax: {e}") from None
     if cutmix.log_images_every is not None:
         _check_time("algorithms.cutmix.log_images_every", cutmix.log_images_every, ("ba",), positive=True)
 

@@ -46,6 +46,14 @@ def test_rejects_non_batches() -> None:
         random_crop_flip(torch.rand(3, 8, 8), 4, True)
 
 
+@pytest.mark.parametrize("pad", [-1, 8, 1000])
+def test_rejects_a_pad_that_can_crop_pure_padding(pad: int) -> None:
+    """From a pad of the shorter side on, a crop can hold no pixel of the image: a blank image."""
+    with pytest.raises(ValueError, match=r"pad must be in \[0, 7\] for 8x10 images"):
+        random_crop_flip(torch.rand(2, 3, 8, 10), pad, True)
+    assert random_crop_flip(torch.rand(2, 3, 8, 10), 7, True).shape == (2, 3, 8, 10)
+
+
 def test_augmentation_runs_before_cutmix_whatever_the_list_order() -> None:
     augment, cutmix = DeviceAugment(), CutMix()
     for algorithms in ([augment, cutmix], [cutmix, augment]):

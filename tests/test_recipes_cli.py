@@ -6,6 +6,7 @@ Every training run here is the digits demo recipe cut to a few batches of 16 on 
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -89,6 +90,28 @@ def test_rerun_of_a_finished_run_says_so_in_one_line_and_prints_the_stored_summa
     assert invocation["resumed_from"] == str(run_folder / "ep0-ba2-rank0.pt")
 
 
+def test_rerun_of_a_finished_run_draws_no_progress_bar(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The bar was saved in each checkpoint and redrawn at load: a rerun that trains nothing
+    flashed "train 0->1/1". Checkpoints now leave it out; a resumed run draws its own.
+
+    (In process, on the real stderr: the bar needs a stream with a file descriptor, which
+    CliRunner's lacks.)
+    """
+    import torch
+
+    args = [str(DEMO), *RESUMABLE, "logging.progress_bar=true", f"checkpoint.save_folder={tmp_path}",
+            "train.max_duration=1ba"]  # fmt: skip
+    main(args, standalone_mode=False)
+    assert re.search(r"train .*1/1", capfd.readouterr().err)  # the run drew its bar
+    main(args, standalone_mode=False)
+    err = capfd.readouterr().err
+    assert "already complete" in err
+    assert not re.search(r"\d+/\d+", err.replace(str(tmp_path), "")), err
+    assert "ProgressBarLogger is not in the state_dict" not in err
+    saved = torch.load(tmp_path / "latest-rank0.pt", map_location="cpu", weights_only=False)
+    assert "ProgressBarLogger" not in saved["state"]["callbacks"]
+
+
 def test_unfinished_run_says_it_resumes_and_reports_this_invocation_apart_from_the_whole_run(
     finished: tuple[Path, dict[str, Any]], run_folder: Path
 ) -> None:
@@ -158,10 +181,16 @@ def test_unwritable_summary_path_fails_before_training(tmp_path: Path, where: st
     assert not folder.exists()  # refused before the Trainer existed
 
 
-def test_summary_is_strict_json_with_null_for_a_non_finite_metric(tmp_path: Path) -> None:
-    # A learning rate of 1e30 is finite (so allowed) but blows the weights up to NaN in one step.
+def test_summary_is_strict_json_with_null_for_a_non_finite_metric(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run whose weights blew up to NaN (the recipe now refuses the learning rate of 1e30 that did
+    # it in one step): its metrics compute to NaN.
+    import cutmix_train.builder
+
+    monkeypatch.setattr(cutmix_train.builder, "_metric", lambda metric: math.nan)
     path = tmp_path / "summary.json"
-    result = _run(*FAST, "train.max_duration=1ba", "optimizer.lr=1e30", "--summary", str(path))
+    result = _run(*FAST, "train.max_duration=1ba", "--summary", str(path))
     summary = _summary(result)
     assert summary["eval_loss"] is None
     assert _strict_json(path.read_text()) == summary

@@ -202,6 +202,31 @@ def test_dry_run_builds_the_trainer_and_stops() -> None:
         ("data.shuffle_seed=-1", "data.shuffle_seed"),
         ("data.subset_seed=-1", "data.subset_seed"),
         ("optimizer.momentum=0", "optimizer.nesterov"),  # the demo's nesterov needs momentum: torch raised
+        # Finite but untrainable (each passed --dry-run): gradient ascent, inf after x / std, an
+        # lr that overflows the first step, crops of pure padding, a million worker processes.
+        ("scheduler.alpha_f=-1", "scheduler.alpha_f"),
+        ("scheduler.alpha_f=1e308", "scheduler.alpha_f"),
+        ("scheduler.gamma=2", "scheduler.gamma"),
+        ("data.std=[1e-320,1,1]", "data.std"),
+        ("data.std=[63.0,62.1,66.7]", "data.std"),  # 0-255 statistics
+        ("data.mean=[1e308,0.5,0.5]", "data.mean"),
+        ("data.mean=[125.3,123.0,113.9]", "data.mean"),
+        ("optimizer.lr=1e308", "optimizer.lr"),
+        ("optimizer.weight_decay=1", "optimizer.weight_decay"),
+        ("data.augment.pad=1000000", "data.augment.pad"),
+        ("data.augment.pad=32", "data.augment.pad"),  # the demo's images are 32x32
+        ("data.num_workers=1000000", "data.num_workers"),
+        # Durations that overflowed (a traceback from the recipe check, then from Composer's build).
+        ("train.max_duration=infep", "train.max_duration"),
+        ("train.max_duration=1e308ep", "train.max_duration"),
+        ("train.max_duration=1e13ba", "train.max_duration"),
+        ("scheduler.warmup=1e308ep", "scheduler.warmup"),
+        ("scheduler.warmup=2dur", "scheduler.warmup"),
+        ("scheduler.warmup=nandur", "scheduler.warmup"),
+        ("scheduler.milestones=[0.5dur,1e308ba]", "scheduler.milestones[1]"),
+        ("eval.interval=infdur", "eval.interval"),
+        ("checkpoint.save_interval=1e308ep", "checkpoint.save_interval"),
+        ("algorithms.cutmix.stop_at=1e308ep", "algorithms.cutmix.stop_at"),
     ],
 )
 def test_values_that_cannot_train_are_one_line_errors_at_load_time(tmp_path: Path, override: str, key: str) -> None:
@@ -243,3 +268,58 @@ def test_a_logging_path_through_a_file_is_named(tmp_path: Path, key: str, below:
 def test_largest_seed_and_zero_warmup_still_load() -> None:
     recipe = load_recipe(RECIPES / "demo.yaml", [f"seed={2**32 - 1}", "scheduler.warmup=0ba", "data.shuffle_seed=0"])
     assert recipe.seed == 2**32 - 1 and recipe.scheduler.warmup == "0ba"
+
+
+def test_values_at_the_ends_of_their_ranges_still_load() -> None:
+    edges = ["scheduler.alpha_f=1", "scheduler.gamma=1", "data.mean=[0,0.5,1]", "data.std=[0.001,0.5,1]",
+             "optimizer.lr=10", "data.augment.pad=31", "data.num_workers=256", f"train.max_duration={10**12}ba",
+             "scheduler.warmup=1dur", "scheduler.milestones=[0dur,1dur]"]  # fmt: skip
+    recipe = load_recipe(RECIPES / "demo.yaml", edges)
+    assert recipe.optimizer.lr == 10 and recipe.data.num_workers == 256 and recipe.data.augment.pad == 31
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        # The bound and its reason are named, not only the key.
+        (["optimizer.lr=1e308"], "must be in (0, 10], got 1e+308"),
+        (["data.num_workers=1000000"], "must be in [0, 256], got 1000000"),
+        (["data.augment.pad=32"], "must be in [0, 31], below the image side 32 (data.image_size)"),
+        (["data.std=[1e-320,1,1]"], "must be in [0.001, 1]"),
+        (["train.max_duration=1e308ep"], "must be at most 10**12ep"),
+        (["train.max_duration=infep"], "is not a finite time"),
+        (["scheduler.warmup=2dur"], "a fraction of the run, in [0, 1]dur"),
+    ],
+)
+def test_a_refused_value_names_its_valid_range(overrides: list[str], expected: str) -> None:
+    with pytest.raises(RecipeError, match=re.escape(expected)):
+        load_recipe(RECIPES / "demo.yaml", overrides)
+
+
+def test_a_warmup_in_steps_with_a_run_in_samples_is_refused_at_load() -> None:
+    """Composer compares the two in one unit: a ValueError traceback from the Trainer's build."""
+    output = _one_line_cli_error(["train.max_duration=1000sp", "scheduler.warmup=1ba", "--dry-run"], "scheduler.warmup")
+    assert "dur" in output
+    load_recipe(RECIPES / "demo.yaml", ["train.max_duration=1000sp", "scheduler.warmup=0.1dur"])  # a fraction is fine
+
+
+@pytest.mark.parametrize(
+    ("override", "option"),
+    [
+        ("algorithms.cutmix.alpha=-1", {"alpha": -1.0}),
+        ("algorithms.cutmix.alpha=1e301", {"alpha": 1e301}),
+        ("algorithms.cutmix.p=1.5", {"p": 1.5}),
+        ("algorithms.cutmix.mode=pair", {"mode": "pair"}),
+        ("algorithms.cutmix.minmax=[0.8,0.2]", {"minmax": [0.8, 0.2]}),
+        ("algorithms.cutmix.stop_at=soon", {"stop_at": "soon"}),
+    ],
+)
+def test_cutmix_options_get_cutmix_own_message_under_the_recipe_key(override: str, option: dict) -> None:
+    """One validator (cutmix_algo.check_options), its message prefixed with the section once."""
+    from cutmix_algo import check_options
+
+    with pytest.raises(ValueError) as cutmix_error:
+        check_options(**option)
+    with pytest.raises(RecipeError) as recipe_error:
+        load_recipe(RECIPES / "demo.yaml", [override])
+    assert str(recipe_error.value) == f"algorithms.cutmix.{cutmix_error.value}"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from cutmix_train.cli import main
 
@@ -64,6 +64,41 @@ def test_premixed_recipe_streams_from_a_bucket(s3_bucket: str, cifar_root: Path,
     # What the shards hold, from their manifest, is said before training.
     assert f"the shards hold 1 epoch of 100 cifar10:{cifar_root} images" in result.stderr
     assert "writer seed 0, batch 16" in result.stderr
+
+
+def _premixed_dry_run(cifar_root: Path, tmp_path: Path, *overrides: str) -> Result:
+    """--dry-run of the premixed recipe on local shards of the tiny CIFAR-10 (100 32x32 images,
+    one epoch written in batches of 16: 6 batches, 96 samples)."""
+    local = tmp_path / "shards"
+    _write_shards(str(local), f"cifar10:{cifar_root}")
+    args = [str(RECIPES / "cifar10_resnet20_premixed.yaml"), "data.remote=null", f"data.local={local}",
+            f"data.root={cifar_root}", "train.batch_size=16", "eval.batch_size=20", "checkpoint.save_folder=null",
+            "checkpoint.autoresume=false", "logging.file=null", "logging.progress_bar=false", *overrides,
+            "--dry-run"]  # fmt: skip
+    return CliRunner().invoke(main, args)
+
+
+@pytest.mark.parametrize(
+    ("duration", "counts"),
+    [("3ba", "counts batches (6 make one pass over them)"), ("200sp", "counts samples (96 make one pass over them)"),
+     ("1ep", "counts passes over all of them")],
+)
+def test_premixed_note_says_what_max_duration_counts_in_its_unit(
+    cifar_root: Path, tmp_path: Path, duration: str, counts: str
+) -> None:
+    """"3ba counts passes over all of them" was said of a batch count."""
+    result = _premixed_dry_run(cifar_root, tmp_path, f"train.max_duration={duration}")
+    assert result.exit_code == 0, result.output
+    assert f"train.max_duration {duration} {counts}" in result.stderr
+
+
+def test_premixed_pad_is_checked_against_the_shards_images_at_build(cifar_root: Path, tmp_path: Path) -> None:
+    """The shards' image side is known once they are open: --dry-run refuses what a run would."""
+    result = _premixed_dry_run(cifar_root, tmp_path, "data.augment.pad=32")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.startswith("Error: data.augment.pad: must be in [0, 31], below the image side 32 "
+                                    "(the shards' images)"), result.output  # fmt: skip
+    assert "Traceback" not in result.output
 
 
 def test_nproc_relaunches_under_composer_with_one_summary(tmp_path: Path) -> None:
