@@ -267,3 +267,52 @@ def test_an_index_entry_of_the_wrong_type_is_one_line(written: Path, tmp_path: P
 def test_the_written_index_passes_the_entry_checks(written: Path) -> None:
     index = json.loads((written / "index.json").read_text())
     assert check_index(index) == index["shards"]
+
+
+# -- the one open path: special files, deep JSON, manifest types ---------------------------------
+
+
+def _refused_everywhere(out: Path, tmp_path: Path, says: str) -> None:
+    """verify, preview and PremixedDataset refuse ``out`` in one line saying ``says``; none hangs."""
+    failed(run("verify", out, "--no-progress"), says)
+    failed(run("preview", out, "--out", tmp_path / "grid.png"), says)
+    clean_stale_shared_memory()
+    with pytest.raises(DatasetError, match=re.escape(says)):
+        PremixedDataset(local=str(out), batch_size=4)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("member", ["index.json", "shard.00000.mds"])
+def test_a_fifo_in_a_dataset_is_refused_without_blocking(cifar_root: Path, tmp_path: Path,
+                                                         member: str) -> None:
+    out = tmp_path / "out"
+    write(cifar_root, out)
+    (out / member).unlink()
+    os.mkfifo(out / member)  # opening a FIFO for reading waits for a writer: forever
+    says = "not a regular file" if member == "index.json" else "shard.00000.mds"
+    failed(run("verify", out, "--no-progress"), says)
+    if member == "index.json":
+        _refused_everywhere(out, tmp_path, says)
+
+
+def test_an_index_nested_too_deep_is_a_dataset_error_not_a_recursion_error(cifar_root: Path,
+                                                                          tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write(cifar_root, out)
+    (out / "index.json").write_text("[" * 100_000 + "]" * 100_000)
+    _refused_everywhere(out, tmp_path, "nested more than 64 levels deep")
+
+
+@pytest.mark.parametrize(("key", "value", "says"), [
+    ("alpha", "1.0", "args.alpha must be a JSON number"),
+    ("source", 5, "args.source must be a string"),
+    ("split", "validation", "args.split must be one of"),
+    ("image_size", "32", "args.image_size must be an integer"),
+    ("mds", {"image_column": 3}, "args.mds is not what cutmix-writer records"),
+])
+def test_every_recorded_argument_has_its_type_checked(cifar_root: Path, tmp_path: Path, key: str,
+                                                      value: object, says: str) -> None:
+    out = tmp_path / "out"
+    write(cifar_root, out)
+    _edit_json(out / "cutmix_manifest.json", lambda m: m["args"].__setitem__(key, value))
+    _refused_everywhere(out, tmp_path, says)
