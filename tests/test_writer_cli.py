@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import signal
 import subprocess
@@ -19,7 +18,6 @@ from PIL import Image
 from cutmix_algo.sampling import EXACT_SUM_ROWS, Box, kept_fraction, label_lam
 from writer.cli import main
 from writer.pipeline.sources import load_cifar10
-from writer.publish.store import Destination
 
 
 def run(*args: object) -> Result:
@@ -145,19 +143,6 @@ def test_non_empty_out_is_refused_untouched_and_overwrite_replaces(cifar_root: P
     write(cifar_root, tmp_path / "ours", "--seed", 3, "--size-limit", 100_000)
     write(cifar_root, tmp_path / "ours", "--overwrite")
     assert files(tmp_path / "ours") == files(tmp_path / "clean")
-
-
-def test_clear_removes_the_index_before_anything_else(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
-    for name in ("a.mds", "index.json", "z.mds"):
-        (out / name).write_text("x")
-    removed = []
-    real_remove = os.remove
-    monkeypatch.setattr(os, "remove", lambda p: (removed.append(Path(p).name), real_remove(p)))
-    Destination(str(out)).clear()
-    assert removed[0] == "index.json" and sorted(removed) == ["a.mds", "index.json", "z.mds"]
 
 
 @pytest.mark.parametrize(

@@ -240,7 +240,6 @@ class Destination:
         self._plan: str | None = None
         self.staged_shards = 0
         self.committed = False
-        self.published: list[str] = []
         if self.remote:
             self._scratch = Scratch("cutmix-writer-stage-")
             # A sub-folder: the uploader wants an empty one, and the Scratch holds its .lock.
@@ -557,41 +556,6 @@ class Destination:
 
     # -- replacing -----------------------------------------------------------------------------
 
-    def clear(self) -> None:
-        """Delete everything under the destination but this write's claim, indexes first.
-
-        Callers check :meth:`check_replaceable` first. One by one, so no moment has an index
-        without its shards.
-
-        Raises:
-            DestinationError: for remote stores other than S3, where streaming has no delete.
-        """
-        entries = [e for e in self.entries() if not (self.claimed and e == CLAIM_NAME)]
-
-        def order(entry: str) -> tuple[int, int, str]:
-            name = entry.rsplit("/", 1)[-1]
-            rank = 0 if name == INDEX_NAME else 1 if name == MANIFEST_NAME else 2
-            return rank, entry.count("/"), entry
-
-        entries.sort(key=order)
-        if not self.remote:
-            for entry in entries:
-                path = os.path.join(self.uri, *entry.split("/"))
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path)
-                elif os.path.lexists(path):
-                    os.remove(path)
-            for folder, dirs, _ in os.walk(self.uri, topdown=False):  # the emptied group folders
-                for d in dirs:
-                    with contextlib.suppress(OSError):
-                        os.rmdir(os.path.join(folder, d))
-            return
-        if entries and self._s3 is None:
-            raise DestinationError(
-                f"{self.uri} is not empty and --overwrite can only delete from s3:// buckets; "
-                "empty it yourself first")
-        self._delete(entries)
-
     def _delete(self, names: list[str]) -> None:
         for name in names:
             bucket, key = self._bucket_key(name)
@@ -599,23 +563,6 @@ class Destination:
                 self._s3.delete_object(Bucket=bucket, Key=key)
             except Exception as e:
                 raise DestinationError(f"cannot delete s3://{bucket}/{key}: {e}") from None
-
-    def remove_published(self) -> None:
-        """Best effort: delete what this write published, after a failure or an interrupt.
-
-        Only while this write holds the claim: the files are then surely its own.
-        """
-        if not self.claimed or self._lost is not None:
-            return
-        names = sorted(self.published, key=lambda n: n != INDEX_NAME)
-        for name in names:  # one failure does not keep the rest
-            with contextlib.suppress(Exception):
-                if not self.remote:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(os.path.join(self.uri, name))
-                elif self._s3 is not None:
-                    self._delete([name])
-        self.published = []
 
     def refuse_whole_dataset(self) -> None:
         """Refuse a root whose ``index.json`` lists shards of its own: a dataset written whole.
@@ -690,9 +637,6 @@ class Destination:
         if self._lost is not None:
             raise DestinationError(f"{_describe(self._lost)} took {self.uri} while this write "
                                    "ran; this write stops and publishes no index")
-        # Listed first: an interrupt that lands just after the rename or upload (a signal
-        # handler runs between any two bytecodes) must still find the file to remove.
-        self.published.append(basename)
         if self.remote:
             self._attempt(f"upload {basename} to {self.uri}",
                           lambda: self._uploader.upload_file(basename))
@@ -708,8 +652,8 @@ class Destination:
     def check_published(self) -> None:
         """Fail unless every object this write uploaded is still there, unchanged (``s3://``).
 
-        Called before the index is published: a shard another writer replaced or deleted would
-        otherwise be listed with a hash it does not have.
+        Called before a commit: a shard another writer replaced or deleted would otherwise be
+        listed with a hash it does not have.
 
         Raises:
             DestinationError: naming the first shard that changed or vanished.
@@ -906,7 +850,7 @@ class Destination:
         from writer.pipeline.interrupts import held
 
         self.ensure_claimed()
-        self._check_staged()
+        self.check_published()
         if self._direct:
             self.publish_bytes(MANIFEST_NAME, manifest)
             shutil.copyfile(index_path, os.path.join(self.staging, INDEX_NAME))
@@ -928,20 +872,6 @@ class Destination:
                     shutil.copyfile(index_path, os.path.join(self.staging, INDEX_NAME))
                 _write_synced(os.path.join(self.staging, _COMMIT_NAME), json.dumps({"moves": moves}).encode())
             return self.roll_forward()
-
-    def _check_staged(self) -> None:
-        # Every object this write staged in a bucket is still there, unchanged.
-        if self._s3 is None or not self._etags:
-            return
-        try:
-            listing = self._listing()
-        except Exception as e:
-            raise DestinationError(f"cannot list {self.uri}: {e}") from None
-        for key, etag in sorted(self._etags.items()):
-            if listing.get(key, {}).get("ETag") != etag:
-                raise DestinationError(
-                    f"{self.uri}/{key} changed or vanished after this write uploaded it: another "
-                    "writer is using this OUT; no index was published")
 
     def roll_forward(self) -> bool:
         """Complete a commit whose record is in staging (this write's, or one cut short).
