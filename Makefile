@@ -1,5 +1,6 @@
 # Two commands on a fresh clone: `make demo` (the main job) and `make test` (the suite).
-# Each creates .venv at the repo root on first use and reuses it afterwards.
+# Each creates .venv at the repo root on first use and reuses it afterwards. The suite runs on
+# both cores (pytest-xdist).
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -16,7 +17,7 @@ demo: $(STAMP)
 	$(PY) -m cutmix_train.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 bench: $(STAMP)
 	$(PY) bench/op.py

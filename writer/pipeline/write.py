@@ -39,7 +39,6 @@ class WriteSummary:
     shards: int
     bytes: int
     seconds: float
-    resumed_shards: int = 0
 
 
 def plan_key(manifest: dict) -> str:
@@ -157,7 +156,7 @@ def write_premixed(
             destination.release()
     shards = writer.shards
     size = sum((s["zip_data"] or s["raw_data"])["bytes"] for s in shards)
-    return WriteSummary(total, len(shards), size, time.perf_counter() - began, len(kept))
+    return WriteSummary(total, len(shards), size, time.perf_counter() - began)
 
 
 def tool_version() -> str:

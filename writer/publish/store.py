@@ -237,7 +237,6 @@ class Destination:
         self._etags: dict[str, str] = {}
         self._staged = False  # staging was opened by this write
         self._journal: Any = None
-        self._plan: str | None = None
         self.staged_shards = 0
         self.committed = False
         if self.remote:
@@ -613,13 +612,6 @@ class Destination:
 
     # -- publishing ----------------------------------------------------------------------------
 
-    def open_staging(self) -> str:
-        """Return the local staging folder's path, with no leftovers from a killed run."""
-        if not self.remote:
-            shutil.rmtree(self.staging, ignore_errors=True)
-        self._staged = True
-        return self.staging
-
     def _attempt(self, what: str, action: Callable[[], None]) -> None:
         for attempt in range(1, self.retry + 1):
             try:
@@ -715,7 +707,6 @@ class Destination:
             ``hashes`` locally, size and ETag in a bucket); and a line saying what was kept or
             discarded, or None when there was nothing staged.
         """
-        self._plan = plan
         if self._direct:
             return self.staging, [], None
         if self.remote:
