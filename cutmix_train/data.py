@@ -260,18 +260,15 @@ def _in_memory_loader(images: Any, batch_size: int, *, train: bool, cfg: DataCon
 def _premixed_manifest(cfg: DataConfig) -> dict:
     where = cfg.remote or cfg.local
     key = "data.remote" if cfg.remote else "data.local"
-    from writer.format.names import INDEX_NAME
-
-    if not cfg.remote and not (Path(cfg.local) / INDEX_NAME).is_file():  # type: ignore[arg-type]
-        raise RecipeError(
-            f"{key}: no pre-mixed dataset at {where} ({INDEX_NAME} missing); write one with "
-            "`cutmix-writer write --source ... --out DIR`"
-        )
     from writer import read_manifest
+    from writer.errors import DatasetNotFoundError
 
     try:
         return read_manifest(where)
-    except Exception as e:  # a missing or foreign manifest, an unreachable bucket
+    except DatasetNotFoundError as e:
+        raise RecipeError(f"{key}: no pre-mixed dataset at {where} ({e}); write one with "
+                          "`cutmix-writer write --source ... --out DIR`") from None
+    except Exception as e:  # a foreign or unreadable manifest, an unreachable bucket
         raise RecipeError(f"{key}: cannot read the pre-mixed dataset's manifest at {where}: {e}") from None
 
 
