@@ -33,7 +33,6 @@ __all__ = [
     "ImageBatchDataset",
     "already_batched",
     "build_data",
-    "load_digits_sized",
     "load_images",
     "per_rank_batch_size",
     "stratified_subset",
@@ -45,7 +44,7 @@ STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "digits": ((0.3055, 0.3055, 0.3055), (0.3240, 0.3240, 0.3240)),  # measured on load_digits
 }
-# digits at data.image_size 8 and 16 (32 is STATS["digits"]), measured on load_digits_sized
+# digits at data.image_size 8 and 16 (32 is STATS["digits"]), measured on writer.load_digits at each size
 DIGITS_STATS: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {
     8: ((0.3053,) * 3, (0.3762,) * 3),
     16: ((0.3053,) * 3, (0.3191,) * 3),
@@ -147,47 +146,14 @@ def _download_cifar10(root: Path) -> None:
         )
 
 
-def load_digits_sized(split: str, size: int) -> Any:
-    """scikit-learn's digits ``split`` as ``size``×``size`` RGB uint8 images (a ``writer.ImageSet``).
-
-    ``32`` is :func:`writer.load_digits` itself; ``8`` is the native grid with the same 0..16 →
-    0..255 scaling; ``16`` upscales that grid with PIL bilinear, as ``load_digits`` does to 32.
-    The split (which samples are train and test, in what order) is ``load_digits``'s.
-
-    Raises:
-        ValueError: if ``size`` is not 8, 16 or 32.
-
-    Example:
-        >>> load_digits_sized("test", 8).images.shape
-        (360, 8, 8, 3)
-    """
-    from writer import ImageSet, load_digits
-
-    if size == 32:
-        return load_digits(split)
-    if size not in (8, 16):
-        raise ValueError(f"digits come at 8, 16 or 32 pixels, got {size}")
-    from PIL import Image
-    from sklearn.datasets import load_digits as sk_digits
-
-    full = load_digits(split)  # the split's labels and order; only the pixels are redone here
-    bunch = sk_digits()
-    index = np.arange(len(bunch.target))
-    keep = index % 5 == 0 if split == "test" else index % 5 != 0
-    if not np.array_equal(bunch.target[keep], full.labels):
-        raise RuntimeError("writer.load_digits changed its split; load_digits_sized must follow it")
-    small = np.rint(bunch.images[keep] * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    if size == 16:
-        small = np.stack([np.asarray(Image.fromarray(im).resize((16, 16), Image.BILINEAR)) for im in small])
-    return ImageSet(np.repeat(small[..., None], 3, axis=-1), full.labels, list(full.class_names))
-
-
 def load_images(cfg: DataConfig, dataset: str, split: str) -> Any:
     """Load ``split`` of an image source (``cifar10``, or ``digits`` at ``cfg.image_size``) as a ``writer.ImageSet``."""
     if dataset == "cifar10":
         return _load_cifar10(cfg, split)
     if dataset == "digits":
-        return load_digits_sized(split, cfg.image_size)
+        from writer import load_digits
+
+        return load_digits(split, cfg.image_size)
     raise RecipeError(f"data.dataset: unknown image source {dataset!r}")
 
 

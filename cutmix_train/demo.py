@@ -80,9 +80,10 @@ def write_subset_source(
 
     from cutmix_algo.sampling import AUGMENT_STREAM, derive_generator
     from cutmix_train.augment import random_crop_flip
-    from cutmix_train.data import load_digits_sized, train_subset
+    from cutmix_train.data import train_subset
+    from writer import load_digits
 
-    subset = train_subset(load_digits_sized("train", image_size), per_class, seed)
+    subset = train_subset(load_digits("train", image_size), per_class, seed)
     if out.exists():
         shutil.rmtree(out)
     height, width, channels = subset.images.shape[1:]

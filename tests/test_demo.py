@@ -10,15 +10,15 @@ import torch
 from click.testing import CliRunner
 from omegaconf import OmegaConf
 
-from cutmix_train.data import load_digits_sized, train_subset
+from cutmix_train.data import train_subset
 from cutmix_train.demo import RECIPE, main, verdict, write_subset_source
-from writer import open_source
+from writer import load_digits, open_source
 
 
 def test_subset_source_holds_exactly_the_online_runs_images(tmp_path: Path) -> None:
     assert write_subset_source(tmp_path / "src", per_class=3, seed=7) == 30
     stored = open_source(f"mds:{tmp_path / 'src'}", "train")
-    expected = train_subset(load_digits_sized("train", 32), 3, seed=7)
+    expected = train_subset(load_digits("train", 32), 3, seed=7)
     assert np.array_equal(stored.images, expected.images)
     assert np.array_equal(stored.labels, expected.labels)
     assert stored.fingerprint() == expected.fingerprint()
@@ -27,7 +27,7 @@ def test_subset_source_holds_exactly_the_online_runs_images(tmp_path: Path) -> N
 def test_augmented_source_is_one_fresh_crop_of_the_subset_per_epoch(tmp_path: Path) -> None:
     assert write_subset_source(tmp_path / "src", per_class=2, seed=3, image_size=16, epochs=3, pad=1) == 60
     stored = open_source(f"mds:{tmp_path / 'src'}", "train")
-    subset = train_subset(load_digits_sized("train", 16), 2, seed=3)
+    subset = train_subset(load_digits("train", 16), 2, seed=3)
     assert stored.images.shape == (60, 16, 16, 3)
     assert np.array_equal(stored.labels, np.tile(subset.labels, 3))
     epochs = stored.images.reshape(3, 20, 16, 16, 3)

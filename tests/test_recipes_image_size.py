@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cutmix_train.config import RecipeError, load_recipe
-from cutmix_train.data import DIGITS_STATS, STATS, build_data, load_digits_sized
+from cutmix_train.data import DIGITS_STATS, STATS, build_data
 from writer import load_digits
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -32,23 +32,23 @@ def test_bad_sizes_and_models_are_refused_by_key(overrides: list[str], message: 
         load_recipe(DEMO, overrides)
 
 
-def test_32_is_the_writers_digits_and_8_the_native_grid() -> None:
-    assert np.array_equal(load_digits_sized("train", 32).images, load_digits("train").images)
+def test_digits_at_every_size_share_the_writers_split_and_8_is_the_native_grid() -> None:
+    assert np.array_equal(load_digits("train", 32).images, load_digits("train").images)
     for split in ("train", "test"):
         full = load_digits(split)
         for size in (8, 16):
-            small = load_digits_sized(split, size)
+            small = load_digits(split, size)
             assert small.images.shape == (len(full), size, size, 3)
             assert np.array_equal(small.labels, full.labels)
-    native = load_digits_sized("train", 8).images
+    native = load_digits("train", 8).images
     assert native.max() == 255 and np.array_equal(native[..., 0], native[..., 2])
     with pytest.raises(ValueError, match="8, 16 or 32"):
-        load_digits_sized("train", 64)
+        load_digits("train", 64)
 
 
 @pytest.mark.parametrize("size", [8, 16])
 def test_stats_are_the_train_splits_at_each_size(size: int) -> None:
-    images = load_digits_sized("train", size).images / 255.0
+    images = load_digits("train", size).images / 255.0
     mean, std = DIGITS_STATS[size]
     assert mean[0] == pytest.approx(images.mean(), abs=1e-3)
     assert std[0] == pytest.approx(images.std(), abs=1e-3)

@@ -196,31 +196,45 @@ def load_cifar10(root: str | Path, split: str) -> ImageSet:
     return _make(np.concatenate(data).transpose(0, 2, 3, 1), np.concatenate(labels), class_names)
 
 
-def load_digits(split: str) -> ImageSet:
-    """Load scikit-learn's bundled 8×8 digits as 32×32 RGB uint8 images (no download).
+#: The sizes :func:`load_digits` serves: the native 8×8 grid, or it upscaled.
+DIGITS_SIZES = (8, 16, 32)
 
-    Values 0..16 are scaled to 0..255, upscaled with PIL bilinear and copied to three channels.
-    The split is fixed: test holds the samples whose index ``% 5 == 0`` (360 of 1797), train the
-    other 1437, each in their original order.
+
+def load_digits(split: str, size: int = 32) -> ImageSet:
+    """Load scikit-learn's bundled 8×8 digits as ``size``×``size`` RGB uint8 images (no download).
+
+    Values 0..16 are scaled to 0..255; at 16 or 32 pixels the grid is upscaled with PIL bilinear;
+    the one channel is copied to three. The split is fixed: test holds the samples whose index
+    ``% 5 == 0`` (360 of 1797), train the other 1437, each in their original order.
 
     Args:
         split: ``"train"`` or ``"test"``.
+        size: 8, 16 or 32 (the ``digits`` source of ``cutmix-writer`` is 32).
 
     Returns:
-        ImageSet: ``(N, 32, 32, 3)`` images and class names ``"0"`` … ``"9"``.
+        ImageSet: ``(N, size, size, 3)`` images and class names ``"0"`` … ``"9"``.
+
+    Raises:
+        SourceError: for another split or size.
+
+    Example:
+        >>> load_digits("test", 8).images.shape
+        (360, 8, 8, 3)
     """
     from PIL import Image
     from sklearn.datasets import load_digits as sk_digits
 
     _check_split(split)
+    if size not in DIGITS_SIZES:
+        raise SourceError(f"size: digits come at 8, 16 or 32 pixels, got {size!r}")
     bunch = sk_digits()
     index = np.arange(len(bunch.target))
     keep = index % 5 == 0 if split == "test" else index % 5 != 0
     small = np.rint(bunch.images[keep] * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    big = np.stack(
-        [np.asarray(Image.fromarray(im).resize((32, 32), Image.BILINEAR)) for im in small]
-    )
-    rgb = np.repeat(big[..., None], 3, axis=-1)
+    if size != 8:
+        small = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
+                          for im in small])
+    rgb = np.repeat(small[..., None], 3, axis=-1)
     return _make(rgb, bunch.target[keep], [str(d) for d in range(10)])
 
 
