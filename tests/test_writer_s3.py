@@ -215,3 +215,45 @@ def test_frozen_endpoint_times_out_quickly(cifar_root: Path,
     failed(result, "s3://frozen/x")
     assert "timeout" in result.output.lower()
     assert time.monotonic() - began < 30
+
+
+def test_out_uris_are_normalized_once_and_printed_as_used(cifar_root: Path, s3_bucket: str) -> None:
+    result = write(cifar_root, f"s3://{s3_bucket}//double/")
+    assert f"to s3://{s3_bucket}/double\n" in result.output, result.output
+    assert "index.json" in _bucket_files(s3_bucket, "double")
+    # the same dataset under its other spellings: a rewrite needs --overwrite
+    failed(run("write", "--source", f"cifar10:{cifar_root}", "--out", f"s3://{s3_bucket}/double"),
+           "--overwrite")
+    assert "OK" in ok("verify", f"s3://{s3_bucket}/double//").output
+
+
+def test_a_server_date_header_sent_twice_or_without_a_zone_is_read() -> None:
+    from writer.publish.store import _server_time
+
+    def reply(date: str) -> dict:
+        return {"ResponseMetadata": {"HTTPHeaders": {"date": date}}}
+
+    one = _server_time(reply("Mon, 07 Dec 2026 10:00:00 GMT"))
+    assert _server_time(reply("Mon, 07 Dec 2026 10:00:00 GMT, Mon, 07 Dec 2026 10:00:00 GMT")) == one
+    assert _server_time(reply("Mon, 07 Dec 2026 10:00:00")) == one
+    assert _server_time(reply("garbage")).tzinfo is not None  # this machine's clock, with a zone
+
+
+def test_a_failed_claim_step_releases_its_claim_and_says_so_in_one_line(
+        cifar_root: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from writer.publish.store import Destination
+
+    real = Destination._remote_claim
+
+    def broken(self: Destination) -> tuple:  # fails once this write's claim object is up
+        if self.claimed:
+            raise TypeError("can't subtract offset-naive and offset-aware datetimes")
+        return real(self)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Destination, "_remote_claim", broken)
+        result = run("write", "--source", f"cifar10:{cifar_root}", "--out", f"s3://{s3_bucket}/c")
+    failed(result, "the claim step failed")
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert _bucket_keys(s3_bucket) == []  # no claim object left to refuse the next writer
+    write(cifar_root, f"s3://{s3_bucket}/c")  # at once, not after 60 s
