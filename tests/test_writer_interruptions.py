@@ -45,6 +45,17 @@ def _wait_for_staged(proc: subprocess.Popen, out: Path, count: int) -> None:
         time.sleep(0.01)
 
 
+def _killed(out: Path, staged: int, *args: str, watch: Path | None = None) -> None:
+    """Start a write to ``out``, kill -9 it once ``staged`` shards are staged (in ``watch``)."""
+    proc = _start(out, *args)
+    try:
+        _wait_for_staged(proc, watch or out, staged)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+
+
 def _dataset(out: Path) -> dict[str, bytes]:
     """The published dataset: every file but a write's staging and claim (a killed writer's stays;
     the kernel dropped its lock, and the next write takes it)."""
@@ -90,13 +101,7 @@ def test_an_interrupted_overwrite_keeps_the_old_dataset_and_a_rerun_resumes(
 def test_a_killed_group_write_resumes_to_the_uninterrupted_groups_bytes(tmp_path: Path) -> None:
     out, clean = tmp_path / "out", tmp_path / "clean"
     group = ("--epochs", "30", "--num-groups", "2")
-    proc = _start(out, *group, "--group", "1")
-    try:
-        _wait_for_staged(proc, out / "group-1", 3)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
+    _killed(out, 3, *group, "--group", "1", watch=out / "group-1")
     assert not (out / "group-1" / "index.json").exists()
     assert "resuming" in ok("write", "--out", out, *ARGS, *group, "--group", "1").output
     ok("write", "--out", clean, *ARGS, *group, "--group", "1")
@@ -109,13 +114,7 @@ def test_a_killed_group_write_resumes_to_the_uninterrupted_groups_bytes(tmp_path
 def test_a_rerun_with_other_arguments_discards_the_staged_work_and_says_so(tmp_path: Path,
                                                                            reference: dict) -> None:
     out = tmp_path / "ds"
-    proc = _start(out, "--epochs", "40")
-    try:
-        _wait_for_staged(proc, out, 2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
+    _killed(out, 2, "--epochs", "40")
     result = ok("write", "--out", out, *ARGS)  # 1 epoch, not 40
     assert "discarding the staged shards of an interrupted write with other arguments" in result.output
     assert files(out) == reference["old"]
@@ -123,13 +122,7 @@ def test_a_rerun_with_other_arguments_discards_the_staged_work_and_says_so(tmp_p
 
 def test_a_staged_shard_altered_after_the_kill_is_written_again(tmp_path: Path, reference: dict) -> None:
     out = tmp_path / "ds"
-    proc = _start(out, "--epochs", "40")
-    try:
-        _wait_for_staged(proc, out, 4)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
+    _killed(out, 4, "--epochs", "40")
     shard = out / STAGING / "shard.00001.mds"
     data = bytearray(shard.read_bytes())
     data[-1] ^= 0xFF  # same size, other bytes: only its hash tells

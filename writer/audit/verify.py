@@ -132,10 +132,8 @@ def fetch_shards(out: str, shards: Iterable[dict], scratch: str) -> None:
     for shard in shards:
         name = (shard["zip_data"] or shard["raw_data"])["basename"]
         try:
-            fetch(out, [name], scratch)
-        except DatasetError:
-            raise
-        except Exception as e:
+            fetch(out, name, scratch)
+        except FileNotFoundError as e:
             raise VerifyError(f"shard {name} cannot be downloaded from {out}: {e}") from None
 
 

@@ -126,17 +126,20 @@ def resolve_spec(spec: str) -> str:
     return f"{kind}:{os.path.abspath(rest)}"
 
 
-def fetch(uri: str, names: list[str], into: str) -> None:
-    """Download ``names`` (members of the dataset at ``uri``) into the local folder ``into``.
+def fetch(uri: str, name: str, into: str) -> None:
+    """Download member ``name`` of the remote dataset at ``uri`` into the local folder ``into``.
 
     Raises:
-        UnsafeNameError: if a name is not a plain member name (checked before any download).
+        UnsafeNameError: if the name is not a plain member name (checked before downloading).
+        FileNotFoundError: if it cannot be downloaded (whatever the store's client raised).
     """
     from streaming.base.storage.download import CloudDownloader
 
-    targets = [member_path(into, name, "download") for name in names]
-    for name, target in zip(names, targets, strict=True):
+    target = member_path(into, name, "download")
+    try:
         CloudDownloader.direct_download(join_uri(uri, name), target, 60)
+    except Exception as e:  # each store's client raises its own kinds
+        raise FileNotFoundError(f"cannot read {join_uri(uri, name)}: {e}") from None
 
 
 #: JSON from a dataset deeper than this is refused before it is parsed (a crafted index nested
@@ -176,12 +179,7 @@ def read_member(uri: str, name: str, scratch: str, what: str = "read") -> bytes:
         FileNotFoundError: if it does not exist or cannot be downloaded.
     """
     if is_remote(uri):
-        try:
-            fetch(uri, [name], scratch)
-        except UnsafeNameError:
-            raise
-        except Exception as e:
-            raise FileNotFoundError(f"cannot read {join_uri(uri, name)}: {e}") from None
+        fetch(uri, name, scratch)
         uri = scratch
     with os.fdopen(open_member(uri, name, what), "rb") as f:
         return f.read()
