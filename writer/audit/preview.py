@@ -135,7 +135,7 @@ def render_preview(out: str, png: str, n: int = 16) -> list[Tile]:
         list[Tile]: the drawn samples, in grid order.
 
     Raises:
-        PreviewError: if the dataset is unreadable, inconsistent, empty, or a drawn shard or
+        DatasetError: if the dataset is unreadable, inconsistent, empty, or a drawn shard or
             sample is bad.
         OSError: if ``png`` cannot be written.
     """
@@ -145,7 +145,7 @@ def render_preview(out: str, png: str, n: int = 16) -> list[Tile]:
 
     tiles, images = _draw(out, n)
     if not tiles:
-        raise PreviewError(f"{out} holds no samples")
+        raise DatasetError(f"{out} holds no samples")
     cols = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / cols)
     figure = Figure(figsize=(2.4 * cols, 2.9 * rows), dpi=100)

@@ -134,7 +134,7 @@ def fetch_shards(out: str, shards: Iterable[dict], scratch: str) -> None:
         try:
             fetch(out, name, scratch)
         except FileNotFoundError as e:
-            raise VerifyError(f"shard {name} cannot be downloaded from {out}: {e}") from None
+            raise DatasetError(f"shard {name} cannot be downloaded from {out}: {e}") from None
 
 
 def check_shards(folder: str, shards: list[dict], unpacked: str,
@@ -145,7 +145,7 @@ def check_shards(folder: str, shards: list[dict], unpacked: str,
     ``unpacked``.
 
     Raises:
-        VerifyError: naming the first shard that is missing, unsafe or corrupt.
+        DatasetError: naming the first shard that is missing, unsafe or corrupt.
     """
     from streaming.base.compression import decompress
     from streaming.base.hashing import get_hash
@@ -161,21 +161,21 @@ def check_shards(folder: str, shards: list[dict], unpacked: str,
                 size = os.fstat(f.fileno()).st_size
                 # The size first: an index may claim any size, and reading is what costs.
                 if size != stored["bytes"]:
-                    raise VerifyError(f"shard {name} has {size} bytes, index says "
+                    raise DatasetError(f"shard {name} has {size} bytes, index says "
                                       f"{stored['bytes']}: the file is corrupt")
                 data = f.read()
         except OSError:
-            raise VerifyError(f"shard {name} listed in {INDEX_NAME} is missing") from None
+            raise DatasetError(f"shard {name} listed in {INDEX_NAME} is missing") from None
         if not stored["hashes"]:
-            raise VerifyError(f"shard {name} has no hashes recorded in {INDEX_NAME}")
+            raise DatasetError(f"shard {name} has no hashes recorded in {INDEX_NAME}")
         for algo, expected in sorted(stored["hashes"].items()):
             try:
                 actual = get_hash(algo, data)
             except ValueError:
-                raise VerifyError(f"shard {name}: {INDEX_NAME} records an unknown hash "
+                raise DatasetError(f"shard {name}: {INDEX_NAME} records an unknown hash "
                                   f"{shown(algo)}") from None
             if actual != expected:
-                raise VerifyError(f"shard {name} fails its {algo} hash: the file is corrupt")
+                raise DatasetError(f"shard {name} fails its {algo} hash: the file is corrupt")
         raw_folder = folder
         if shard["zip_data"]:
             raw_name = shard["raw_data"]["basename"]
@@ -185,11 +185,11 @@ def check_shards(folder: str, shards: list[dict], unpacked: str,
             except DatasetError:
                 raise
             except Exception as e:  # a codec's own errors for data that is not what it says
-                raise VerifyError(f"shard {name} does not decompress: {e}") from None
+                raise DatasetError(f"shard {name} does not decompress: {e}") from None
             if len(raw) != shard["raw_data"]["bytes"] or not shard["raw_data"]["hashes"] or any(
                     get_hash(algo, raw) != expected
                     for algo, expected in sorted(shard["raw_data"]["hashes"].items())):
-                raise VerifyError(f"shard {name} decompresses to data failing its size or hashes")
+                raise DatasetError(f"shard {name} decompresses to data failing its size or hashes")
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with open(target, "wb") as f:
                 f.write(raw)
@@ -202,14 +202,14 @@ def read_sample(reader: Any, row: int, layout: Layout, where: str) -> tuple[byte
     """Read row ``row`` of a checked shard: its bytes and decoded columns, checked.
 
     Raises:
-        VerifyError: if the row cannot be decoded or a column is out of range (a crafted shard
+        DatasetError: if the row cannot be decoded or a column is out of range (a crafted shard
             can have valid hashes and still hold anything).
     """
     try:
         data = reader.get_sample_data(row)
         item = reader.decode_sample(data)
     except Exception as e:  # numpy, struct and PIL errors for bytes that are not a sample
-        raise VerifyError(f"{where}: cannot be decoded ({type(e).__name__}: {e}); the shard "
+        raise DatasetError(f"{where}: cannot be decoded ({type(e).__name__}: {e}); the shard "
                           "is not what its index says") from None
     check_sample(item, layout, where)
     return data, item
@@ -248,19 +248,19 @@ class _ClassBook:
     def _learn(self, index: int, cls: int, where: str) -> None:
         seen = self.known.setdefault(index, (cls, where))
         if seen[0] != cls:
-            raise VerifyError(f"{where}: label gives source image {index} class {cls}, but "
+            raise DatasetError(f"{where}: label gives source image {index} class {cls}, but "
                               f"{seen[1]} gives it class {seen[0]}")
 
     def add(self, item: dict, where: str) -> None:
         lam, a, b = float(item["lam"]), int(item["index_a"]), int(item["index_b"])
         pairs = label_classes(np.asarray(item["label"]), lam, self.num_classes)
         if not pairs:
-            raise VerifyError(f"{where}: label is not lam * onehot(a) + (1 - lam) * onehot(b) "
+            raise DatasetError(f"{where}: label is not lam * onehot(a) + (1 - lam) * onehot(b) "
                               f"for lam {lam}")
         if a == b:  # one image, so one class: a pair naming two is impossible
             pairs = [(x, y) for x, y in pairs if x is None or y is None or x == y]
             if not pairs:
-                raise VerifyError(f"{where}: label names two classes for one source image {a}")
+                raise DatasetError(f"{where}: label names two classes for one source image {a}")
         for position, index in ((0, a), (1, b)):
             classes = {pair[position] for pair in pairs}
             if len(classes) == 1 and None not in classes:
@@ -273,7 +273,7 @@ class _ClassBook:
             ca, cb = self.known.get(a, (None, ""))[0], self.known.get(b, (None, ""))[0]
             if not any((x is None or ca is None or x == ca) and (y is None or cb is None or y == cb)
                        for x, y in pairs):
-                raise VerifyError(f"{where}: label disagrees with the classes other samples "
+                raise DatasetError(f"{where}: label disagrees with the classes other samples "
                                   f"give source images {a} ({ca}) and {b} ({cb})")
 
 
@@ -299,7 +299,7 @@ def verify_dataset(out: str, source: ImageSet | None, sample: float = 1.0,
         VerifyReport: what was checked.
 
     Raises:
-        VerifyError: naming the first bad entry, shard or sample.
+        DatasetError: naming the first bad entry, shard or sample.
     """
     from streaming.base.format import reader_from_json
     from tqdm import tqdm
@@ -309,13 +309,13 @@ def verify_dataset(out: str, source: ImageSet | None, sample: float = 1.0,
         folder, index, manifest, layout = opened.folder, opened.index, opened.manifest, opened.layout
         if source is not None:
             if source.fingerprint() != manifest["source"].get("fingerprint"):
-                raise VerifyError(
+                raise DatasetError(
                     "the source's fingerprint differs from the one in the manifest: it is not the "
                     f"source {out} was written from (manifest: {shown(manifest['args']['source'])} "
                     f"split {shown(manifest['args'].get('split'))})"
                 )
             if len(source) != layout.schedule.num_images or source.images.shape[1:] != layout.image_shape:
-                raise VerifyError(f"{MANIFEST_NAME}: source.num_images or image_shape is not the "
+                raise DatasetError(f"{MANIFEST_NAME}: source.num_images or image_shape is not the "
                                   "source's")
         shards = check_index(index)
         if is_remote(out):
@@ -345,7 +345,7 @@ def verify_dataset(out: str, source: ImageSet | None, sample: float = 1.0,
             for key in ("epoch", "index_a", "index_b", "lam", "box"):
                 value = np.asarray(getattr(want, key))
                 if not np.array_equal(np.asarray(stored[key]), value):
-                    raise VerifyError(f"{where}: {key} is {np.asarray(stored[key]).tolist()} but "
+                    raise DatasetError(f"{where}: {key} is {np.asarray(stored[key]).tolist()} but "
                                       f"the seed's schedule gives {value.tolist()}")
             if source is None:
                 classes.add(stored, where)
@@ -355,7 +355,7 @@ def verify_dataset(out: str, source: ImageSet | None, sample: float = 1.0,
             expected = encode_rows(mixed, config.encoding)[0]
             if expected != data:
                 column = _first_difference(stored, reader.decode_sample(expected))
-                raise VerifyError(
+                raise DatasetError(
                     f"{where}: {column} differs from the CutMix of source images "
                     f"{want.index_a} and {want.index_b} by box {tuple(want.box)}"
                 )

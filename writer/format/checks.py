@@ -244,7 +244,7 @@ def mismatched_local_shard(folder: str, shards: list[dict]) -> LocalShardMismatc
     hashes are ``verify``'s to check.
 
     Raises:
-        UnsafeNameError: if a shard's name resolves outside ``folder``.
+        DatasetError: if a shard's name resolves outside ``folder``.
     """
     for shard in shards:
         stored = shard["zip_data"] or shard["raw_data"]

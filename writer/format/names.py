@@ -63,12 +63,12 @@ def check_member(name: object, what: str) -> str:
         str: ``name``, unchanged.
 
     Raises:
-        UnsafeNameError: for anything else: separators, ``..``, absolute paths, empty names.
+        DatasetError: for anything else: separators, ``..``, absolute paths, empty names.
     """
     parts = name.split("/") if isinstance(name, str) else []
     plain = (len(parts) == 1 or (len(parts) == 2 and _GROUP.fullmatch(parts[0]) is not None))
     if not (parts and plain and _PLAIN.fullmatch(parts[-1]) and len(name) <= 255):  # type: ignore[arg-type]
-        raise UnsafeNameError(
+        raise DatasetError(
             f"{what} names {name!r}, which is not a plain file name inside the dataset "
             "(expected e.g. 'shard.00000.mds' or 'group-0/shard.00000.mds'); refusing to use it"
         )
@@ -82,12 +82,12 @@ def member_path(folder: str, name: str, what: str) -> str:
     ``folder``'s resolved path.
 
     Raises:
-        UnsafeNameError: if it does not.
+        DatasetError: if it does not.
     """
     path = os.path.join(folder, check_member(name, what))
     root = os.path.realpath(folder)
     if os.path.commonpath([root, os.path.realpath(path)]) != root:
-        raise UnsafeNameError(f"{what} {name!r} resolves outside {folder}; refusing to use it")
+        raise DatasetError(f"{what} {name!r} resolves outside {folder}; refusing to use it")
     return path
 
 
@@ -130,7 +130,7 @@ def fetch(uri: str, name: str, into: str) -> None:
     """Download member ``name`` of the remote dataset at ``uri`` into the local folder ``into``.
 
     Raises:
-        UnsafeNameError: if the name is not a plain member name (checked before downloading).
+        DatasetError: if the name is not a plain member name (checked before downloading).
         FileNotFoundError: if it cannot be downloaded (whatever the store's client raised).
     """
     from streaming.base.storage.download import CloudDownloader
@@ -156,7 +156,7 @@ def open_member(folder: str, name: str, what: str) -> int:
     device or a socket is refused without blocking on it.
 
     Raises:
-        UnsafeNameError: if the name is not plain, leads outside, or is not a regular file.
+        DatasetError: if the name is not plain, leads outside, or is not a regular file.
         FileNotFoundError: if it does not exist.
     """
     path = member_path(folder, name, what)
@@ -165,7 +165,7 @@ def open_member(folder: str, name: str, what: str) -> int:
         os.close(fd)
         if os.path.isdir(path):
             raise IsADirectoryError(f"{what} {name!r} in {folder} is a folder, not a file")
-        raise UnsafeNameError(f"{what} {name!r} in {folder} is not a regular file (a FIFO, device "
+        raise DatasetError(f"{what} {name!r} in {folder} is not a regular file (a FIFO, device "
                               "or socket); refusing to read it")
     os.set_blocking(fd, True)
     return fd
@@ -175,7 +175,7 @@ def read_member(uri: str, name: str, scratch: str, what: str = "read") -> bytes:
     """The bytes of dataset member ``name`` of ``uri`` (downloaded into ``scratch`` if remote).
 
     Raises:
-        UnsafeNameError: see :func:`open_member`.
+        DatasetError: see :func:`open_member`.
         FileNotFoundError: if it does not exist or cannot be downloaded.
     """
     if is_remote(uri):
@@ -207,6 +207,6 @@ def read_json(uri: str, name: str, scratch: str) -> dict:
     Raises:
         FileNotFoundError: if it cannot be read.
         ValueError: if it is not a JSON object (``json.JSONDecodeError`` if not JSON at all).
-        UnsafeNameError: if ``name`` is not a plain member name, leads outside or is no regular file.
+        DatasetError: if ``name`` is not a plain member name, leads outside or is no regular file.
     """
     return parse_json(read_member(uri, name, scratch), join_uri(uri, name))

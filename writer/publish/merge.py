@@ -41,12 +41,12 @@ def _check_local_group(out: str, name: str) -> None:
         return
     folder = os.path.join(out, name)
     if os.path.lexists(folder) and not os.path.isdir(folder):
-        raise MergeError(f"{folder} is not a folder: a group must be a folder holding a "
+        raise DatasetError(f"{folder} is not a folder: a group must be a folder holding a "
                          f"sub-dataset written with --group {name.removeprefix('group-')}")
     for member in (MANIFEST_NAME, INDEX_NAME):
         path = os.path.join(folder, member)
         if os.path.lexists(path) and not os.path.isfile(path):
-            raise MergeError(f"{path} is not a file: a group's {member} must be a file "
+            raise DatasetError(f"{path} is not a file: a group's {member} must be a file "
                              "(the JSON its write published)")
 
 
@@ -66,13 +66,13 @@ def merge_groups(out: str, retry: int = 2) -> int:
         int: the number of groups merged.
 
     Raises:
-        MergeError: if a group is missing, unfinished or from other arguments.
+        DatasetError: if a group is missing, unfinished or from other arguments.
         DestinationError: if OUT cannot be reached or written.
     """
     from streaming.base.util import merge_index
 
     if not is_remote(out) and os.path.exists(out) and not os.path.isdir(out):
-        raise MergeError(f"{out} is not a folder: merge expects a folder holding the group-N "
+        raise DatasetError(f"{out} is not a folder: merge expects a folder holding the group-N "
                          "sub-datasets (group-0, group-1, ...) of a --num-groups write")
     with tempfile.TemporaryDirectory(prefix="cutmix-merge-") as scratch:
         manifests = []
@@ -85,26 +85,26 @@ def merge_groups(out: str, retry: int = 2) -> int:
                 try:
                     member_path(out, f"{name}/{INDEX_NAME}", "group")
                 except DatasetError as e:
-                    raise MergeError(f"group {index}: {e}") from None
+                    raise DatasetError(f"group {index}: {e}") from None
             try:  # a group is opened like any dataset: names, counts, columns and shard sizes
                 manifest = open_dataset(join_uri(out, name), os.path.join(scratch, name)).manifest
             except DatasetNotFoundError:
-                raise MergeError(
+                raise DatasetError(
                     f"group {index} is missing or unfinished: no {name}/{INDEX_NAME} with its "
                     f"{MANIFEST_NAME} under {out}; write it with --group {index}"
                 ) from None
             except CorruptShardError as e:
-                raise MergeError(f"group {index}: {e}; rewrite it with --group {index}") from None
+                raise DatasetError(f"group {index}: {e}; rewrite it with --group {index}") from None
             except DatasetError as e:
-                raise MergeError(f"group {index}: {e}") from None
+                raise DatasetError(f"group {index}: {e}") from None
             group = manifest.get("group")
             if group is None or group.get("index") != index:
-                raise MergeError(f"{join_uri(out, name)} is not group {index}")
+                raise DatasetError(f"{join_uri(out, name)} is not group {index}")
             count = group["count"] if count is None else count
             reference = manifests[0] if manifests else manifest
             # source_resolved is where each machine found the source: it may differ.
             if group["count"] != count or strip_group(manifest) != strip_group(reference):
-                raise MergeError(
+                raise DatasetError(
                     f"group {index} was written with other arguments or another source than "
                     "group 0; rewrite it"
                 )
