@@ -53,6 +53,12 @@ The touches, what each does, why the public API is not enough, and what breaks i
    the index), and whose ``exception_callback`` ignores cancelled uploads (streaming's logs a
    traceback for each). If ``shards`` changes meaning, the index is wrong: the byte-pinned tests
    fail.
+10. ``SeamDataset.__init__`` holds a machine-wide file lock around ``StreamingDataset.__init__``
+   when no process group is running: streaming picks its shared-memory prefix by probing for a
+   free name and then creating it, so two processes opening datasets at the same moment (two
+   jobs on one machine, a parallel test run) can pick the same one and one fails with
+   ``FileExistsError: '/000465_locals'``. Under ``torch.distributed`` the ranks of a node
+   coordinate through barriers inside that call, so no lock is taken there.
 """
 
 from __future__ import annotations
@@ -98,6 +104,23 @@ class SeamDataset(StreamingDataset):
     batch_drop_last: bool | None = None
     #: An error a streaming thread met and the loop raises once (a shard failing its hash).
     failed_download: Exception | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import fcntl
+        import tempfile
+
+        import torch.distributed as torch_dist
+
+        if torch_dist.is_available() and torch_dist.is_initialized():
+            super().__init__(*args, **kwargs)
+            return
+        path = os.path.join(tempfile.gettempdir(), "cutmix-streaming-shm-prefix.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # (10): one prefix probe-and-create at a time
+            super().__init__(*args, **kwargs)
+        finally:
+            os.close(fd)
 
     def hash_failure(self, shard_id: int) -> Exception:
         """The error to raise for shard ``shard_id`` failing its hash after download."""
