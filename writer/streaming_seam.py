@@ -115,7 +115,11 @@ class SeamDataset(StreamingDataset):
             super().__init__(*args, **kwargs)
             return
         path = os.path.join(tempfile.gettempdir(), "cutmix-streaming-shm-prefix.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:  # another user's lock file: open unlocked, as streaming alone does
+            super().__init__(*args, **kwargs)
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # (10): one prefix probe-and-create at a time
             super().__init__(*args, **kwargs)
