@@ -53,7 +53,8 @@ The touches, what each does, why the public API is not enough, and what breaks i
    the index), and whose ``exception_callback`` ignores cancelled uploads (streaming's logs a
    traceback for each). If ``shards`` changes meaning, the index is wrong: the byte-pinned tests
    fail.
-10. ``SeamDataset.__init__`` holds a machine-wide file lock around ``StreamingDataset.__init__``
+10. ``prefix_lock`` (taken by ``SeamDataset.__init__`` and the ``mds:`` source loader) holds a
+   machine-wide file lock around ``StreamingDataset.__init__``
    when no process group is running: streaming picks its shared-memory prefix by probing for a
    free name and then creating it, so two processes opening datasets at the same moment (two
    jobs on one machine, a parallel test run) can pick the same one and one fails with
@@ -64,6 +65,7 @@ The touches, what each does, why the public API is not enough, and what breaks i
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -82,6 +84,7 @@ __all__ = [
     "SeamLoader",
     "add_finished_shard",
     "index_writer",
+    "prefix_lock",
     "release_shared_memory",
     "timed_s3_uploader",
 ]
@@ -106,25 +109,8 @@ class SeamDataset(StreamingDataset):
     failed_download: Exception | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        import fcntl
-        import tempfile
-
-        import torch.distributed as torch_dist
-
-        if torch_dist.is_available() and torch_dist.is_initialized():
+        with prefix_lock():
             super().__init__(*args, **kwargs)
-            return
-        path = os.path.join(tempfile.gettempdir(), "cutmix-streaming-shm-prefix.lock")
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError:  # another user's lock file: open unlocked, as streaming alone does
-            super().__init__(*args, **kwargs)
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # (10): one prefix probe-and-create at a time
-            super().__init__(*args, **kwargs)
-        finally:
-            os.close(fd)
 
     def hash_failure(self, shard_id: int) -> Exception:
         """The error to raise for shard ``shard_id`` failing its hash after download."""
@@ -260,6 +246,32 @@ class SeamDataset(StreamingDataset):
         if getattr(self, "_event", None) is not None and self._event.is_set():
             raise RuntimeError(f"streaming's download thread failed while reading {self.where}; "
                                "see the error above")
+
+
+@contextlib.contextmanager
+def prefix_lock() -> Iterator[None]:
+    """Hold the machine-wide lock around a ``StreamingDataset`` construction (10).
+
+    No lock under ``torch.distributed`` (the ranks of a node meet at barriers inside), nor where
+    the lock file is another user's (then as with streaming alone).
+    """
+    import fcntl
+    import tempfile
+
+    import torch.distributed as torch_dist
+
+    fd = None
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        with contextlib.suppress(OSError):
+            fd = os.open(os.path.join(tempfile.gettempdir(), "cutmix-streaming-shm-prefix.lock"),
+                         os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # one prefix probe-and-create at a time
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def release_shared_memory(dataset: StreamingDataset) -> None:

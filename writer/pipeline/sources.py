@@ -525,6 +525,8 @@ def load_mds(
     from streaming import StreamingDataset
     from streaming.base.util import clean_stale_shared_memory
 
+    from writer.streaming_seam import prefix_lock
+
     remote = is_remote(uri)
     if not remote and not (Path(uri) / (split or "") / INDEX_NAME).is_file():
         raise SourceError(f"MDS dataset not found: no {INDEX_NAME} under {Path(uri) / (split or '')}")
@@ -534,14 +536,15 @@ def load_mds(
     dataset = None
     with tempfile.TemporaryDirectory(prefix="cutmix-mds-src-") as cache:
         try:
-            dataset = StreamingDataset(
-                remote=uri if remote else None,
-                local=cache if remote else uri,
-                split=split,
-                shuffle=False,
-                batch_size=1,
-                download_retry=1,
-            )
+            with prefix_lock():  # see writer.streaming_seam (10)
+                dataset = StreamingDataset(
+                    remote=uri if remote else None,
+                    local=cache if remote else uri,
+                    split=split,
+                    shuffle=False,
+                    batch_size=1,
+                    download_retry=1,
+                )
             for shard in dataset.shards:
                 _check_mds_columns(uri, dict(zip(shard.column_names, shard.column_encodings,
                                                  strict=True)), image_key, label_key)
