@@ -78,6 +78,8 @@ from streaming.base.constant import TICK
 from streaming.base.dataset import _Iterator, _ShardState
 from streaming.base.shared import SharedMemory
 
+from writer.format.names import is_remote
+
 __all__ = [
     "STREAMING_VERSION",
     "SeamDataset",
@@ -163,7 +165,7 @@ class SeamDataset(StreamingDataset):
             return  # nothing was downloaded: the files are the user's own
         folder = os.path.join(stream.local, stream.split)
         remote = os.path.join(stream.remote, stream.split)
-        if "://" not in stream.remote and os.path.realpath(folder) == os.path.realpath(remote):
+        if not is_remote(stream.remote) and os.path.realpath(folder) == os.path.realpath(remote):
             return  # the cache is the remote itself: never delete the user's files
         lock = self._cache_filelock
         lock.acquire()
@@ -187,25 +189,20 @@ class SeamDataset(StreamingDataset):
         super().on_exception(future)
 
     def _prepare_thread(self, it: _Iterator) -> None:
-        # (2) Ends at once when nothing is to be downloaded; says it exited when it raises.
-        if self.all_local_and_raw():
-            it.prepare_index = it.total
-            it.on_exit()
-            return
-        try:
-            super()._prepare_thread(it)
-        except BaseException:
-            it.on_exit()
-            raise
+        self._thread(it, super()._prepare_thread, "prepare_index")
 
     def _ready_thread(self, it: _Iterator) -> None:
-        # (2) Marks every sample ready when all are local; says it exited when it raises.
+        self._thread(it, super()._ready_thread, "ready_index")
+
+    def _thread(self, it: _Iterator, run: Callable[[_Iterator], None], progress: str) -> None:
+        # (2) Streaming's download or readiness thread: done at once when every shard is local
+        # and raw (its ``progress`` index set to the end); says it exited when it raises.
         if self.all_local_and_raw():
-            it.ready_index = it.total
+            setattr(it, progress, it.total)
             it.on_exit()
             return
         try:
-            super()._ready_thread(it)
+            run(it)
         except BaseException:
             it.on_exit()
             raise

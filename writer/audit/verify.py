@@ -30,13 +30,14 @@ from writer.errors import DatasetError
 from writer.format.checks import (
     Layout,
     check_index,
+    check_recorded_args,
     check_sample,
     label_classes,
     shown,
 )
 from writer.format.manifest import INDEX_NAME, MANIFEST_NAME
 from writer.format.names import fetch, is_remote, member_path, open_member
-from writer.format.opening import open_dataset
+from writer.format.opening import open_dataset, read_manifest
 from writer.pipeline.encode import encode_rows
 from writer.pipeline.premix import ScheduleLookup, mix_pair
 from writer.pipeline.sources import ImageSet
@@ -85,13 +86,17 @@ class VerifyReport:
 def recorded_args(out: str) -> dict:
     """The write arguments (``source``, ``split``, …) recorded in the manifest of ``out``.
 
-    The dataset is opened (and so checked: :func:`~writer.format.opening.open_dataset`) first.
+    Only the manifest is read, its recorded arguments checked as opening the dataset checks them
+    (:func:`~writer.format.checks.check_recorded_args`); :func:`verify_dataset` opens the rest.
 
     Raises:
-        DatasetError: if ``out`` is no readable, consistent pre-mixed dataset.
+        DatasetError: if ``out`` has no readable manifest or its arguments are not what
+            ``cutmix-writer write`` records.
     """
-    with tempfile.TemporaryDirectory(prefix="cutmix-verify-") as scratch:
-        return open_dataset(out, scratch, shards=False).manifest["args"]
+    args = read_manifest(out).get("args")
+    check_recorded_args(args)
+    assert isinstance(args, dict)
+    return args
 
 
 def recorded_mds_options(args: dict) -> dict:

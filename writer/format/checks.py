@@ -30,6 +30,7 @@ __all__ = [
     "Layout",
     "check_index",
     "check_layout",
+    "check_recorded_args",
     "check_merged_groups",
     "check_sample",
     "is_distribution",
@@ -278,7 +279,7 @@ def check_layout(manifest: object, index: object) -> Layout:
         alpha = check_alpha(alpha)
     except ValueError as e:
         raise DatasetError(f"{MANIFEST_NAME}: args.{e}") from None
-    _check_recorded_source(args)
+    check_recorded_args(args)
     batch_size = _int(_get(args, "batch_size", "args"), "args.batch_size", 1)
     epochs = _int(_get(args, "epochs", "args"), "args.epochs", 1, _MAX_EPOCHS)
     seed = _int(_get(args, "seed", "args"), "args.seed", 0, 2**64 - 1)
@@ -343,14 +344,22 @@ def check_layout(manifest: object, index: object) -> Layout:
 _MDS_OPTIONS = ("image_column", "label_column", "num_classes")
 
 
-def _check_recorded_source(args: dict) -> None:
-    """Check the recorded ``source``, ``split``, ``image_size`` and ``mds`` options' types."""
-    source, split = _get(args, "source", "args"), _get(args, "split", "args")
+def check_recorded_args(args: object) -> None:
+    """Check the recorded ``source``, ``split``, ``image_size`` and ``mds`` options' types.
+
+    Part of :func:`check_layout`; ``verify`` also calls it alone, on the manifest it reads first
+    to decide which source to load.
+
+    Raises:
+        DatasetError: naming the first bad field.
+    """
+    what = f"{MANIFEST_NAME}: args"
+    source, split = _get(args, "source", what), _get(args, "split", what)
     if not isinstance(source, str):
         raise DatasetError(f"{MANIFEST_NAME}: args.source must be a string, got {_brief(source)}")
     if split not in SPLITS:
         raise DatasetError(f"{MANIFEST_NAME}: args.split must be one of {', '.join(SPLITS)}, got {_brief(split)}")
-    size = _get(args, "image_size", "args")
+    size = _get(args, "image_size", what)
     if size is not None:
         _int(size, "args.image_size", 1)
     resolved = args.get("source_resolved")

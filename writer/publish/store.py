@@ -41,6 +41,7 @@ from writer.errors import DestinationError
 from writer.format.manifest import INDEX_NAME, MANIFEST_NAME
 from writer.format.names import is_remote
 from writer.pipeline.scratch import Scratch
+from writer.pipeline.shards import hasher
 
 __all__ = [
     "CLAIM_NAME",
@@ -151,7 +152,8 @@ def _server_time(reply: dict) -> datetime.datetime:
     A server may send the header twice (joined with a comma) or without a zone.
     """
     header = str(reply.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date", ""))
-    for text in (header, header.split(",", 2)[0] + "," + header.split(",", 2)[1] if header.count(",") >= 2 else ""):
+    first = ",".join(header.split(",")[:2])  # "Mon, 07 Dec 2026 10:00:00 GMT" of a doubled header
+    for text in (header, first):
         try:
             when = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
@@ -186,7 +188,7 @@ def _sync_folder(folder: str) -> None:
         os.close(fd)
 
 
-def _matches_local(path: str, stored: dict, hashes: tuple[str, ...], hasher: Callable[[str], Any]) -> bool:
+def _matches_local(path: str, stored: dict, hashes: tuple[str, ...]) -> bool:
     """Whether the staged file at ``path`` is the shard ``stored`` records: size and hashes."""
     try:
         if not os.path.isfile(path) or os.path.getsize(path) != stored.get("bytes"):
@@ -207,9 +209,10 @@ def _matches_local(path: str, stored: dict, hashes: tuple[str, ...], hasher: Cal
 class Destination:
     """Where a dataset is published: a local folder or a remote prefix.
 
-    Files are staged in a local folder (inside OUT for a local OUT, so publishing is an atomic
-    rename) and published one by one; callers publish ``index.json`` last, so whatever a crash
-    leaves behind, no index lists a shard that is not there.
+    A write stages its files (:meth:`start_staging`, :meth:`stage`) and publishes them all at
+    the end (:meth:`commit`), ``index.json`` last, so whatever a crash leaves behind, OUT holds
+    its old dataset or the new one. ``merge`` publishes its manifest directly
+    (:meth:`publish_bytes`).
 
     Args:
         uri: local folder or remote URI (S3-compatible endpoints via ``S3_ENDPOINT_URL``).
@@ -665,13 +668,14 @@ class Destination:
     def publish_bytes(self, basename: str, data: bytes) -> None:
         """Write ``data`` as ``basename`` at the destination, atomically where the store allows."""
         os.makedirs(self.staging, exist_ok=True)
-        self._staged = True
         with open(os.path.join(self.staging, basename), "wb") as f:
             f.write(data)
         self.publish(basename)
 
     def close(self) -> None:
-        """Remove this object's local scratch; a local OUT's staging stays for a resume."""
+        """Close the journal and remove this object's local scratch; a local OUT's staging stays
+        for a resume."""
+        self._close_journal()
         if self._scratch is not None:
             self._scratch.close()
             self._scratch = None
@@ -714,8 +718,6 @@ class Destination:
         return self._start_local(plan, hashes)
 
     def _start_local(self, plan: str, hashes: tuple[str, ...]) -> tuple[str, list[dict], str | None]:
-        from writer.pipeline.shards import hasher
-
         journal = os.path.join(self.staging, _JOURNAL_NAME)
         lines = []
         with contextlib.suppress(OSError), open(journal, "rb") as f:
@@ -728,19 +730,17 @@ class Destination:
                 entry = _parse(line)
                 stored = entry and (entry.get("zip_data") or entry.get("raw_data"))
                 if not isinstance(stored, dict) or not _matches_local(
-                        os.path.join(self.staging, str(stored.get("basename"))), stored, hashes, hasher):
+                        os.path.join(self.staging, str(stored.get("basename"))), stored, hashes):
                     break
                 kept.append(entry)
             note = f"resuming: {len(kept)} shards already written are kept"
-        elif os.path.lexists(self.staging):
-            note = ("discarding the staged shards of an interrupted write with other arguments"
-                    if header is not None else None)
-        names = {(e["zip_data"] or e["raw_data"])["basename"] for e in kept}
-        if header is not None and header.get("plan") == plan:
+            names = {(e["zip_data"] or e["raw_data"])["basename"] for e in kept}
             for name in os.listdir(self.staging):  # a partial shard, a piece: written again
                 if name not in names and name != _JOURNAL_NAME:
                     _remove(os.path.join(self.staging, name))
         else:
+            if header is not None:
+                note = "discarding the staged shards of an interrupted write with other arguments"
             shutil.rmtree(self.staging, ignore_errors=True)
         os.makedirs(self.staging, exist_ok=True)
         with open(journal + ".tmp", "wb") as f:
@@ -825,14 +825,11 @@ class Destination:
         self.staged_shards += 1
 
     def commit(self, names: list[str], manifest: bytes, index_path: str,
-               before: Callable[[], None] | None = None) -> bool:
+               before: Callable[[], None] | None = None) -> None:
         """Publish the staged dataset: ``names`` (its shards), the manifest, ``index_path`` last.
 
         Ctrl-C and SIGTERM are held back until it is done. ``before`` runs first (a group write
         removes its root's merged index there).
-
-        Returns:
-            bool: whether OUT held other files that the new dataset replaced.
 
         Raises:
             DestinationError: if the claim was lost or a staged shard changed; if a move fails
@@ -846,7 +843,7 @@ class Destination:
             self.publish_bytes(MANIFEST_NAME, manifest)
             shutil.copyfile(index_path, os.path.join(self.staging, INDEX_NAME))
             self.publish(INDEX_NAME)
-            return False
+            return
         moves = [*names, MANIFEST_NAME, INDEX_NAME]
         with held():
             if before is not None:
@@ -859,16 +856,15 @@ class Destination:
             else:
                 with open(os.path.join(self.staging, MANIFEST_NAME), "wb") as f:
                     f.write(manifest)
-                if os.path.abspath(index_path) != os.path.join(self.staging, INDEX_NAME):
-                    shutil.copyfile(index_path, os.path.join(self.staging, INDEX_NAME))
+                os.replace(index_path, os.path.join(self.staging, INDEX_NAME))
                 _write_synced(os.path.join(self.staging, _COMMIT_NAME), json.dumps({"moves": moves}).encode())
-            return self.roll_forward()
+            self.roll_forward()
 
     def roll_forward(self) -> bool:
         """Complete a commit whose record is in staging (this write's, or one cut short).
 
         Returns:
-            bool: whether files OUT held before were removed (it held another dataset).
+            bool: whether there was a commit record to complete.
         """
         if self._direct:
             return False
@@ -903,7 +899,7 @@ class Destination:
             shutil.rmtree(self.staging, ignore_errors=True)
         self._staged = False
         self.committed = True
-        return bool(stale)
+        return True
 
     def _copy(self, source: str, target: str) -> None:
         bucket, source_key = self._bucket_key(source)
@@ -912,9 +908,8 @@ class Destination:
             Bucket=bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": source_key}))
 
     def _close_journal(self) -> None:
-        journal = getattr(self, "_journal", None)
-        if journal is not None:
-            journal.close()
+        if self._journal is not None:
+            self._journal.close()
             self._journal = None
 
     def staged_bytes(self) -> int:
