@@ -73,3 +73,32 @@ def test_the_uploader_and_writer_hooks_exist() -> None:
         assert callable(getattr(MDSWriter, name)), name
     assert "self.shards" in inspect.getsource(MDSWriter.__mro__[1])  # finish() indexes this list
     assert "_iterator" in inspect.getsource(StreamingDataLoader)
+
+
+@pytest.mark.parametrize(("rank", "leads"), [(None, True), (0, True), (1, False)])
+def test_the_prefix_lock_is_taken_by_whoever_creates_the_prefix(
+        rank: int | None, leads: bool, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lone process and a node's local leader hold the lock; another rank of the node does not
+    (it meets the leader at barriers inside streaming's constructor and would wait forever)."""
+    import fcntl
+    import os
+    import tempfile
+
+    from writer.streaming_seam import prefix_lock
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    if rank is not None:
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with prefix_lock():
+        fd = os.open(tmp_path / "cutmix-streaming-shm-prefix.lock", os.O_RDWR | os.O_CREAT)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = False
+            except BlockingIOError:
+                held = True
+        finally:
+            os.close(fd)
+    assert held is leads

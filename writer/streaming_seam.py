@@ -58,8 +58,10 @@ The touches, what each does, why the public API is not enough, and what breaks i
    when no process group is running: streaming picks its shared-memory prefix by probing for a
    free name and then creating it, so two processes opening datasets at the same moment (two
    jobs on one machine, a parallel test run) can pick the same one and one fails with
-   ``FileExistsError: '/000465_locals'``. Under ``torch.distributed`` the ranks of a node
-   coordinate through barriers inside that call, so no lock is taken there.
+   ``FileExistsError: '/000465_locals'``. Under ``torch.distributed`` only the node's local
+   leader (the rank that creates the prefix) takes it: the other ranks meet the leader at barriers
+   inside that call and would deadlock waiting for a lock it holds. Streaming's ``World`` says which
+   rank leads, as streaming itself decides.
 """
 
 from __future__ import annotations
@@ -249,16 +251,17 @@ class SeamDataset(StreamingDataset):
 def prefix_lock() -> Iterator[None]:
     """Hold the machine-wide lock around a ``StreamingDataset`` construction (10).
 
-    No lock under ``torch.distributed`` (the ranks of a node meet at barriers inside), nor where
-    the lock file is another user's (then as with streaming alone).
+    Under ``torch.distributed`` only the node's local leader takes it (the other ranks meet it at
+    barriers inside and create no prefix); no lock where the lock file is another user's (then as
+    with streaming alone).
     """
     import fcntl
     import tempfile
 
-    import torch.distributed as torch_dist
+    from streaming.base.world import World
 
     fd = None
-    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+    if World.detect().is_local_leader:
         with contextlib.suppress(OSError):
             fd = os.open(os.path.join(tempfile.gettempdir(), "cutmix-streaming-shm-prefix.lock"),
                          os.O_RDWR | os.O_CREAT, 0o666)
