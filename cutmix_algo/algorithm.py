@@ -15,7 +15,15 @@ from composer.utils import dist
 from torch.utils.data import DataLoader, default_collate
 from torchmetrics import Metric
 
-from cutmix_algo.functional import apply_params, check_input, check_target, mix_targets, mixup_, one_hot
+from cutmix_algo.functional import (
+    apply_params,
+    check_input,
+    check_memory,
+    check_target,
+    mix_targets,
+    mixup_,
+    one_hot,
+)
 from cutmix_algo.options import check_options
 from cutmix_algo.sampling import (
     label_lam,
@@ -132,7 +140,9 @@ class CutMix(Algorithm):
         seed: seed for the draws; ``None`` uses the Trainer's ``rank_zero_seed``.
         stop_at: a Composer time string (``"90ep"``, ``"0.9dur"``) from which CutMix is off.
         inplace: ``None`` (default) mixes in place only where the batch is known to be fresh
-            memory (see above); ``True`` always mixes in place; ``False`` always mixes a copy.
+            memory (see above); ``True`` always mixes in place (an expanded input, or a target
+            map sharing the input's memory, is refused: pasting would write elements twice);
+            ``False`` always mixes a copy.
         mode: ``"batch"`` (default): one λ and box per batch. ``"sample"``: a λ and box per row
             (on the CPU, large boxes are copied through a buffer of their size; otherwise
             vectorized on the device, with one batch-sized temporary, the permuted batch).
@@ -476,6 +486,9 @@ class CutMix(Algorithm):
             moved = input
             input = self._writable(host_input, moved, state, "input")
             self.last_inplace = input is moved
+            if target.ndim >= 3:  # a segmentation map is pasted in place too (never with MixUp)
+                target = self._writable(host_target, target, state, "target map")
+            check_memory(input, target)  # inplace=True or a custom collate can hand out either
             if logging_images:
                 before = _first_images(input, params.perm)
             if use_mixup:
@@ -486,8 +499,6 @@ class CutMix(Algorithm):
                 if not self.interpolate_loss:  # not a map: refused on the host before any batch was mixed
                     target = mix_targets(target, lam, perm, num_classes)
             else:
-                if target.ndim >= 3:  # a segmentation map is pasted in place too
-                    target = self._writable(host_target, target, state, "target map")
                 out = apply_params(input, None if self.interpolate_loss else target, params, num_classes)
                 lam, box, perm = out.lam, out.box, out.perm
                 if not self.interpolate_loss:

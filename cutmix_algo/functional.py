@@ -302,6 +302,14 @@ def _check_target_memory(target: torch.Tensor, input: torch.Tensor) -> None:
         _check_no_repeated_memory(target, "target")
 
 
+def check_memory(input: torch.Tensor, target: torch.Tensor | None) -> None:
+    """Raise ``ValueError`` unless pasting into ``input`` (and a ``target`` map) writes each element
+    once: ``input`` is not an expanded view and ``target`` shares no memory with it."""
+    _check_no_repeated_memory(input, "input")
+    if target is not None:
+        _check_target_memory(target, input)
+
+
 def check_target(target: torch.Tensor, input: torch.Tensor, num_classes: int | None) -> None:
     """Raise ``ValueError`` unless ``target`` is a class target or a dense map ``input`` can mix.
 
@@ -577,12 +585,11 @@ def cutmix_batch(
     minmax = check_minmax(minmax)
     generator = check_generator(generator)  # checked even when box and perm leave it unused
     input = check_input(input)
-    _check_no_repeated_memory(input, "input")
     if num_classes is not None:
         num_classes = check_num_classes(num_classes)
     if target is not None:
         check_target(target, input, num_classes)
-        _check_target_memory(target, input)
+    check_memory(input, target)
     n, height, width = input.shape[0], input.shape[-2], input.shape[-1]
 
     if mode == "sample":

@@ -137,6 +137,62 @@ def test_inplace_false_always_copies() -> None:
     assert algo.last_inplace is False
 
 
+class _Expanded(IterableDataset):
+    """Yields one image expanded to a batch (stride 0 in the batch dimension)."""
+
+    def __iter__(self):
+        image, labels = _tensors(1, seed=4)
+        yield image.expand(8, C, H, W), labels.expand(8)
+
+    def __len__(self) -> int:
+        return 1
+
+
+def test_inplace_true_refuses_an_expanded_input_naming_it() -> None:
+    """Pasting into one row of an expanded batch would write every row: refused, nothing written."""
+    loader = DataLoader(_Expanded(), batch_size=None)
+    with pytest.raises(ValueError, match=r"input of shape \(8, 3, 12, 10\) is an expanded view"):
+        _trainer(CutMix(inplace=True), loader, device_train_microbatch_size=8).fit()
+    # The default copies such a batch (a loader without default collate) and mixes the copy.
+    algo = CutMix()
+    _trainer(algo, loader, device_train_microbatch_size=8).fit()
+    assert algo.last_inplace is False and algo.last_lam < 1.0
+
+
+class _PackedMap(IterableDataset):
+    """Yields an image and a segmentation map that are the same memory (a map read off the image)."""
+
+    def __iter__(self):
+        x, _ = _tensors(8, seed=5)
+        yield x, x[:, 0]
+
+    def __len__(self) -> int:
+        return 1
+
+
+class _MapNet(ComposerModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(C, 1, 1)
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.conv(batch[0])[:, 0]
+
+    def loss(self, outputs: torch.Tensor, batch: Any) -> torch.Tensor:
+        return F.mse_loss(outputs, batch[1])
+
+
+def test_inplace_true_refuses_a_target_map_sharing_the_inputs_memory() -> None:
+    """The input's box is pasted first, so the map would be mixed from pasted values."""
+    model = _MapNet()
+    trainer = Trainer(model=model, train_dataloader=DataLoader(_PackedMap(), batch_size=None),
+                      max_duration="1ba", algorithms=[CutMix(inplace=True, num_classes=K)],
+                      optimizers=torch.optim.SGD(model.parameters(), lr=0.01), device="cpu",
+                      progress_bar=False)
+    with pytest.raises(ValueError, match="shares memory with input"):
+        trainer.fit()
+
+
 class _RecordedCutMix(CutMix):
     """CutMix whose batch mixing runs under the allocation recorder."""
 
