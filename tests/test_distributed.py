@@ -45,17 +45,23 @@ def _online_run(tmp: Path, tag: str, *overrides: str) -> tuple[dict, list[list[s
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, lines  # the summary alone, once: rank 0's; the rest went to stderr
+    summary = json.loads(lines[0])
     ranks = [logs / "rank0.txt", logs / "rank1.txt"]
     return summary, [_lambdas(r) for r in ranks], [_eval_lines(r) for r in ranks]
 
 
 def test_two_process_online_cutmix_ranks_differ_repeat_and_resume(tmp_path: Path) -> None:
+    """``cutmix-train recipes/demo.yaml --nproc 2`` (the README's command, tiny): one summary,
+    also in ``--summary``'s file; each rank its own draws, repeatable and resumable."""
     ckpt = tmp_path / "ckpt"
     summary, lams, evals = _online_run(
-        tmp_path, "first", f"checkpoint.save_folder={ckpt}", "checkpoint.save_interval=2ba"
+        tmp_path, "first", f"checkpoint.save_folder={ckpt}", "checkpoint.save_interval=2ba",
+        "--summary", str(tmp_path / "summary.json"),
     )
-    assert summary["world_size"] == 2 and summary["batches"] == 4
+    assert summary["world_size"] == 2 and summary["batches"] == 4 and summary["samples"] == 64
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary  # --summary under --nproc
     assert len(lams[0]) == len(lams[1]) == 4
     assert lams[0] != lams[1], "both ranks drew the same boxes"
     # DDP keeps the replicas identical: both ranks report the same final metrics.

@@ -45,7 +45,7 @@ NOT_RUN: list[tuple[str, str]] = [
     # these very commands once, where their output is checked in detail, not twice.
     (r"^cutmix-train recipes/demo\.yaml --nproc 2$",
      "run as written (with tiny overrides) by "
-     "tests/test_recipes_train.py::test_nproc_relaunches_under_composer_with_one_summary"),
+     "tests/test_distributed.py::test_two_process_online_cutmix_ranks_differ_repeat_and_resume"),
     (r"^composer -n 2 -m cutmix_train\.cli recipes/demo\.yaml --summary summary\.json$",
      "run as written (with tiny overrides) by "
      "tests/test_recipes_cli.py::test_summary_file_under_composer_launcher_holds_the_json"),

@@ -99,18 +99,3 @@ def test_premixed_pad_is_checked_against_the_shards_images_at_build(cifar_root: 
     assert result.output.startswith("Error: data.augment.pad: must be in [0, 31], below the image side 32 "
                                     "(the shards' images)"), result.output  # fmt: skip
     assert "Traceback" not in result.output
-
-
-def test_nproc_relaunches_under_composer_with_one_summary(tmp_path: Path) -> None:
-    command = [
-        sys.executable, "-m", "cutmix_train.cli", str(RECIPES / "demo.yaml"), "--nproc", "2",
-        "train.max_duration=2ba", "eval.subset_num_batches=1", "scheduler.warmup=0ba",
-        "logging.progress_bar=false", "--summary", "summary.json",
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1  # the summary alone, once: rank 0's; the rest went to stderr
-    summary = json.loads(lines[-1])
-    assert summary["world_size"] == 2 and summary["batches"] == 2 and summary["samples"] == 64
-    assert json.loads((tmp_path / "summary.json").read_text()) == summary  # --summary under --nproc too
