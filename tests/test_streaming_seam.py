@@ -102,3 +102,32 @@ def test_the_prefix_lock_is_taken_by_whoever_creates_the_prefix(
         finally:
             os.close(fd)
     assert held is leads
+
+
+def test_the_prefix_lock_is_taken_under_an_initialized_process_group(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's local leader creates the prefix under ``torch.distributed`` too, so it locks: a
+    distributed run that registered its prefix unlocked raced another process's locked probe."""
+    import fcntl
+    import os
+    import tempfile
+
+    import torch.distributed as torch_dist
+
+    from writer.streaming_seam import prefix_lock
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    torch_dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0,
+                                  world_size=1)
+    try:
+        with prefix_lock():
+            fd = os.open(tmp_path / "cutmix-streaming-shm-prefix.lock", os.O_RDWR | os.O_CREAT)
+            try:
+                with pytest.raises(BlockingIOError):
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(fd)
+    finally:
+        torch_dist.destroy_process_group()
