@@ -106,8 +106,10 @@ def test_the_prefix_lock_is_taken_by_whoever_creates_the_prefix(
 
 def test_the_prefix_lock_is_taken_under_an_initialized_process_group(
         tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The node's local leader creates the prefix under ``torch.distributed`` too, so it locks: a
-    distributed run that registered its prefix unlocked raced another process's locked probe."""
+    """The node's local leader creates the prefix under ``torch.distributed`` too, so it locks.
+    Composer's Trainer starts a process group of one even in a lone process, so a lock skipped
+    under any process group was skipped in every process that had trained: two such processes
+    registering at once failed with ``FileExistsError: '/000989_locals'``."""
     import fcntl
     import os
     import tempfile
@@ -119,8 +121,11 @@ def test_the_prefix_lock_is_taken_under_an_initialized_process_group(
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
-    torch_dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0,
-                                  world_size=1)
+    started = not torch_dist.is_initialized()  # a Trainer in this process may have started one
+    if started:
+        torch_dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0,
+                                      world_size=1)
+    assert torch_dist.is_initialized()
     try:
         with prefix_lock():
             fd = os.open(tmp_path / "cutmix-streaming-shm-prefix.lock", os.O_RDWR | os.O_CREAT)
@@ -130,4 +135,5 @@ def test_the_prefix_lock_is_taken_under_an_initialized_process_group(
             finally:
                 os.close(fd)
     finally:
-        torch_dist.destroy_process_group()
+        if started:
+            torch_dist.destroy_process_group()
