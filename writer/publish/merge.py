@@ -22,14 +22,9 @@ MergeError = DatasetError
 __all__ = ["MergeError", "group_name", "merge_groups"]
 
 
-
 def group_name(index: int) -> str:
     """The folder, relative to OUT, that group ``index`` is written into."""
     return f"group-{index}"
-
-
-def _without_group(manifest: dict) -> dict:
-    return {k: v for k, v in manifest.items() if k != "group"}
 
 
 def _check_local_group(out: str, name: str) -> None:
@@ -116,7 +111,8 @@ def merge_groups(out: str, retry: int = 2) -> int:
                 index_path = os.path.join(destination.uri, INDEX_NAME)
                 if os.path.lexists(index_path):
                     os.remove(index_path)  # merge_index refuses to replace it
-            destination.publish_bytes(MANIFEST_NAME, manifest_bytes(_without_group(manifests[0])))
+            merged = {k: v for k, v in manifests[0].items() if k != "group"}
+            destination.publish_bytes(MANIFEST_NAME, manifest_bytes(merged))
         finally:
             destination.close()
         urls = [join_uri(destination.uri, group_name(i), INDEX_NAME) for i in range(count)]

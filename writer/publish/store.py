@@ -69,7 +69,6 @@ _GROUP = re.compile(r"group-\d+")
 _WRITER_FILES = (INDEX_NAME, MANIFEST_NAME, CLAIM_NAME)
 
 
-
 def is_writer_path(path: str) -> bool:
     """Whether ``path`` (relative to OUT, ``/``-separated) is a name cutmix-writer writes."""
     parts = path.split("/")
@@ -274,17 +273,24 @@ class Destination:
         return bucket, f"{prefix}/{name}" if prefix else name
 
     def _listing(self) -> dict[str, dict]:
-        """Every object under the prefix, by path relative to it, with its listing entry."""
-        if self._s3 is None:
-            try:
-                keys = self._uploader.list_objects() or []
-            except NotImplementedError:
-                return {}
-            _, prefix = self._bucket_key()
-            return {k[len(prefix) + 1:] if k.startswith(prefix + "/") else k: {} for k in keys}
-        bucket, prefix = self._bucket_key("")
-        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        return {obj["Key"][len(prefix):]: obj for page in pages for obj in page.get("Contents", [])}
+        """Every object under the prefix, by path relative to it, with its listing entry.
+
+        Raises:
+            DestinationError: if the prefix cannot be listed.
+        """
+        try:
+            if self._s3 is None:
+                try:
+                    keys = self._uploader.list_objects() or []
+                except NotImplementedError:
+                    return {}
+                _, prefix = self._bucket_key()
+                return {k[len(prefix) + 1:] if k.startswith(prefix + "/") else k: {} for k in keys}
+            bucket, prefix = self._bucket_key("")
+            pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            return {obj["Key"][len(prefix):]: obj for page in pages for obj in page.get("Contents", [])}
+        except Exception as e:
+            raise DestinationError(f"cannot list {self.uri}: {e}") from None
 
     def entries(self) -> list[str]:
         """Every file (or object) under the destination, and every empty folder, relative to it.
@@ -306,11 +312,7 @@ class Destination:
                 if not dirs and not names and prefix:
                     yield prefix.rstrip("/")
             return
-        try:
-            listing = self._listing()
-        except Exception as e:
-            raise DestinationError(f"cannot list {self.uri}: {e}") from None
-        yield from listing
+        yield from self._listing()
 
     def existing(self) -> list[str]:
         """What a write would replace, less a dead writer's claim and staging.
@@ -318,12 +320,10 @@ class Destination:
         Locally the names directly under OUT (enough to tell empty from not, without walking a
         big folder someone named by mistake); remotely every object, as :meth:`entries`.
         """
-        if self.remote:
-            names = self.entries()
-        elif os.path.isdir(self.uri):
+        if not self.remote and os.path.isdir(self.uri):
             names = sorted(os.listdir(self.uri))
         else:
-            names = self.entries()  # raises for a file; [] for nothing
+            names = self.entries()  # locally: raises for a file; [] for nothing
         return [e for e in names if e != CLAIM_NAME and e.split("/")[0] != _STAGING_NAME]
 
     def _read(self, name: str) -> bytes | None:
@@ -457,8 +457,7 @@ class Destination:
                 # Release what this step made: a claim object left behind would refuse the next
                 # writer for a minute.
                 with contextlib.suppress(Exception):
-                    bucket, key = self._bucket_key(CLAIM_NAME)
-                    self._s3.delete_object(Bucket=bucket, Key=key)
+                    self._delete([CLAIM_NAME])
                 self._run_id = None
                 raise DestinationError(f"cannot claim {self.uri}: the claim step failed ({e}); "
                                        "nothing was written") from None
@@ -540,8 +539,7 @@ class Destination:
                 with contextlib.suppress(Exception):
                     info, _ = self._remote_claim()
                     if info is not None and info.get("run_id") == self._run_id:
-                        bucket, key = self._bucket_key(CLAIM_NAME)
-                        self._s3.delete_object(Bucket=bucket, Key=key)
+                        self._delete([CLAIM_NAME])
             self._run_id = None
             return
         if self._claim_fd is not None:
@@ -655,10 +653,7 @@ class Destination:
         """
         if self._s3 is None or not self._etags:
             return
-        try:
-            listing = self._listing()
-        except Exception as e:
-            raise DestinationError(f"cannot list {self.uri}: {e}") from None
+        listing = self._listing()
         for name, etag in sorted(self._etags.items()):
             if listing.get(name, {}).get("ETag") != etag:
                 raise DestinationError(
@@ -713,11 +708,12 @@ class Destination:
         """
         if self._direct:
             return self.staging, [], None
-        if self.remote:
-            return self._start_remote(plan)
-        return self._start_local(plan, hashes)
+        kept, note = self._start_remote(plan) if self.remote else self._start_local(plan, hashes)
+        self._staged = True
+        self.staged_shards = len(kept)
+        return self.staging, kept, note
 
-    def _start_local(self, plan: str, hashes: tuple[str, ...]) -> tuple[str, list[dict], str | None]:
+    def _start_local(self, plan: str, hashes: tuple[str, ...]) -> tuple[list[dict], str | None]:
         journal = os.path.join(self.staging, _JOURNAL_NAME)
         lines = []
         with contextlib.suppress(OSError), open(journal, "rb") as f:
@@ -743,18 +739,12 @@ class Destination:
                 note = "discarding the staged shards of an interrupted write with other arguments"
             shutil.rmtree(self.staging, ignore_errors=True)
         os.makedirs(self.staging, exist_ok=True)
-        with open(journal + ".tmp", "wb") as f:
-            f.write(json.dumps({"plan": plan}).encode() + b"\n")
-            f.writelines(json.dumps(e, sort_keys=True).encode() + b"\n" for e in kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(journal + ".tmp", journal)
+        _write_synced(journal, b"".join(json.dumps(line, sort_keys=True).encode() + b"\n"
+                                        for line in [{"plan": plan}, *kept]))
         self._journal = open(journal, "ab")  # noqa: SIM115 - kept open for the write's journal lines
-        self._staged = True
-        self.staged_shards = len(kept)
-        return self.staging, kept, note
+        return kept, note
 
-    def _start_remote(self, plan: str) -> tuple[str, list[dict], str | None]:
+    def _start_remote(self, plan: str) -> tuple[list[dict], str | None]:
         listing = self._staged_listing()
         recorded = _parse(self._read(self._staging_key(_PLAN_NAME)) or b"") if listing else None
         kept: list[dict] = []
@@ -784,17 +774,11 @@ class Destination:
         if recorded is None or recorded.get("plan") != plan:
             self._put(self._staging_key(_PLAN_NAME), json.dumps({"plan": plan}).encode())
         os.makedirs(self.staging, exist_ok=True)
-        self._staged = True
-        self.staged_shards = len(kept)
-        return self.staging, kept, note
+        return kept, note
 
     def _staged_listing(self) -> dict[str, dict]:
         prefix = _STAGING_NAME + "/"
-        try:
-            listing = self._listing()
-        except Exception as e:
-            raise DestinationError(f"cannot list {self.uri}: {e}") from None
-        return {k[len(prefix):]: v for k, v in listing.items() if k.startswith(prefix)}
+        return {k[len(prefix):]: v for k, v in self._listing().items() if k.startswith(prefix)}
 
     def _put(self, key: str, data: bytes) -> None:
         bucket, name = self._bucket_key(key)
