@@ -72,11 +72,6 @@ def fill_raw_rows(batch: MixedBatch, out: np.ndarray) -> None:
     _fill(out, _values(batch))
 
 
-def _split(buffer: bytes, n: int) -> list[bytes]:
-    size = len(buffer) // n
-    return [buffer[i * size:(i + 1) * size] for i in range(n)]
-
-
 def _encode_image(image: np.ndarray, encoding: str) -> bytes:
     # The very call streaming's ``png``/``jpeg`` MDS encodings make (PIL defaults), done here so
     # worker processes need not import streaming (whose package import pulls in transformers).
@@ -115,8 +110,8 @@ def encode_batch(batch: MixedBatch, encoding: str) -> tuple[bytes, np.ndarray]:
     if encoding == "raw":
         rows = _fixed_rows(raw, values, n)
         return rows.tobytes(), np.full(n, rows.dtype.itemsize, dtype=np.int64)
-    heads = _split(_fixed_rows(head, values, n).tobytes(), n)
-    tails = _split(_fixed_rows(tail, values, n).tobytes(), n)
+    heads = [row.tobytes() for row in _fixed_rows(head, values, n)]
+    tails = [row.tobytes() for row in _fixed_rows(tail, values, n)]
     parts = []
     sizes = np.empty(n, dtype=np.int64)
     for i in range(n):

@@ -73,13 +73,9 @@ class _Encoder:
 
         ``skip``: leave out the task's first rows (a resumed write's shards already hold them).
         """
-        blobs: list[bytes] = []
-        sizes: list[np.ndarray] = []
-        for mixed in self._mixed(task):
-            blob, size = encode_batch(mixed, self.encoding)
-            blobs.append(blob)
-            sizes.append(size)
-        blob, size = b"".join(blobs), np.concatenate(sizes)
+        encoded = [encode_batch(mixed, self.encoding) for mixed in self._mixed(task)]
+        blob = b"".join(blob for blob, _ in encoded)
+        size = np.concatenate([size for _, size in encoded])
         return blob[int(size[:skip].sum()):], size[skip:]
 
     def place(self, task: tuple[int, int, int], placer: RowPlacer, skip: int = 0) -> int:

@@ -45,8 +45,7 @@ def _make(images: np.ndarray | Sequence[np.ndarray], labels: Sequence[int] | np.
     # The pixels and labels go straight into shared memory: a write with several workers then
     # maps them instead of copying them (writer.pipeline.sharedmem). A list of same-shaped images is
     # stacked there.
-    if isinstance(images, np.ndarray) or not len(images):
-        images = images if isinstance(images, np.ndarray) else np.stack(images)  # [] raises
+    if isinstance(images, np.ndarray):
         pixels = shared_empty(images.shape, np.uint8)
         np.copyto(pixels, images, casting="unsafe")
     else:
@@ -177,7 +176,7 @@ def load_cifar10(root: str | Path, split: str) -> ImageSet:
             pixels = np.asarray(_get(batch, "data"))
             batch_labels = check_labels(list(_get(batch, "labels")), f"{folder / name} 'labels'",  # type: ignore[call-overload]
                                         len(class_names))
-            if pixels.ndim != 2 or pixels.shape != (len(batch_labels), 3 * 32 * 32):
+            if pixels.shape != (len(batch_labels), 3 * 32 * 32):
                 raise SourceError(
                     f"{folder / name} 'data' has shape {pixels.shape}; expected "
                     f"({len(batch_labels)}, 3072): one row of 3072 channel-major bytes per label"
@@ -550,13 +549,12 @@ def load_mds(
                                                  strict=True)), image_key, label_key)
             images, labels = [], []
             for i in range(dataset.num_samples):
+                at = f"MDS dataset {uri}: sample {i}'s"
                 # Over the limit is refused by _mds_image, naming the sample.
-                with _decoded_within_pixel_limit(f"MDS dataset {uri}: sample {i}'s {image_key!r}"):
+                with _decoded_within_pixel_limit(f"{at} {image_key!r}"):
                     sample = dataset.get_item(i)
-                images.append(_mds_image(sample[image_key], f"MDS dataset {uri}: sample {i}'s "
-                                         f"{image_key!r}"))
-                labels.append(_mds_label(sample[label_key], f"MDS dataset {uri}: sample {i}'s "
-                                         f"{label_key!r}"))
+                images.append(_mds_image(sample[image_key], f"{at} {image_key!r}"))
+                labels.append(_mds_label(sample[label_key], f"{at} {label_key!r}"))
         except SourceError:
             raise
         except Exception as e:
@@ -711,9 +709,7 @@ def open_source(
         return load_cifar10(rest, split)
     if scheme == "imagefolder":
         return load_imagefolder(_imagefolder_root(Path(rest), split), image_size)
-    options = {"image_key": image_column, "label_key": label_column, "num_classes": num_classes}
-    if is_remote(rest):
-        has_split = _remote_index_exists(rest, split)
-    else:
-        has_split = (Path(rest) / split / INDEX_NAME).is_file()
-    return load_mds(rest, split if has_split else None, **options)  # type: ignore[arg-type]
+    has_split = (_remote_index_exists(rest, split) if is_remote(rest)
+                 else (Path(rest) / split / INDEX_NAME).is_file())
+    return load_mds(rest, split if has_split else None, image_key=image_column,
+                    label_key=label_column, num_classes=num_classes)
