@@ -43,7 +43,7 @@ from writer.publish.store import DEFAULT_TIMEOUT, Destination, DestinationError,
 __all__ = ["main"]
 
 
-def _uri(value: str) -> str:
+def _uri(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """OUT as used and printed: a remote URI in its one spelling (:func:`normalize_uri`)."""
     return normalize_uri(value)
 
@@ -111,11 +111,18 @@ def _check_size(destination: Destination, images: ImageSet, config: PremixConfig
 
 
 def _bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000:
             return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
         n /= 1000
-    return f"{n:,.1f} EB"
+    return f"{n:,.1f} PB"
+
+
+def _check_existing(destination: Destination, target: str, overwrite: bool) -> None:
+    if destination.existing():
+        if not overwrite:
+            raise click.UsageError(f"{target} is not empty; pass --overwrite to replace it")
+        destination.check_replaceable()
 
 
 def _invalidate_merged_root(out: str, retry: int, timeout: float, *, check_only: bool = False) -> bool:
@@ -175,8 +182,7 @@ def main() -> None:
 @click.option("--source", required=True,
               help="cifar10:DIR, imagefolder:DIR, mds:URI or digits.")
 @click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True)
-@click.option("--out", required=True, callback=lambda ctx, param, value: _uri(value),
-              help="Local folder or remote URI (s3://, gs://, ...).")
+@click.option("--out", required=True, callback=_uri, help="Local folder or remote URI (s3://, gs://, ...).")
 @click.option("--alpha", type=float, default=1.0, show_default=True, callback=_alpha,
               help="Beta(alpha, alpha) parameter for λ.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
@@ -263,11 +269,7 @@ def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epo
     try:
         destination = Destination(target, retry=retry, timeout=timeout)
         destination.check_free()
-        existing = destination.existing()
-        if existing and not overwrite:
-            raise click.UsageError(f"{target} is not empty; pass --overwrite to replace it")
-        if existing:
-            destination.check_replaceable()  # before loading, so a refusal comes at once
+        _check_existing(destination, target, overwrite)  # before loading, so a refusal comes at once
         images = _load(source, split, image_size, **mds_options)
         config = PremixConfig(alpha, batch_size, epochs, seed, encoding, compression, size_limit,
                               mode)
@@ -289,11 +291,7 @@ def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epo
         if group is not None:  # before the claim: a refusal leaves OUT exactly as it was
             _invalidate_merged_root(out, retry, timeout, check_only=True)
         destination.claim()
-        existing = destination.existing()  # again: what was there may have changed meanwhile
-        if existing and not overwrite:
-            raise click.UsageError(f"{target} is not empty; pass --overwrite to replace it")
-        if existing:
-            destination.check_replaceable()
+        _check_existing(destination, target, overwrite)  # again: what was there may have changed meanwhile
         _check_size(destination, images, config, schedule.first_sample(stop) - schedule.first_sample(start))
 
         def invalidate_root() -> None:  # the merged root lists the group's old shards
@@ -322,7 +320,7 @@ def _write(source: str, split: str, out: str, alpha: float, batch_size: int, epo
 
 
 @main.command()
-@click.argument("out", callback=lambda ctx, param, value: _uri(value))
+@click.argument("out", callback=_uri)
 @click.option("--source", default=None, help="The source OUT was written from; needed to "
               "recompute pixels (only digits is loaded unasked) [default: none].")
 @click.option("--split", type=click.Choice(SPLITS), default=None,
@@ -354,7 +352,7 @@ def verify(out: str, source: str | None, split: str | None, sample: float, progr
 
 
 @main.command()
-@click.argument("out", callback=lambda ctx, param, value: _uri(value))
+@click.argument("out", callback=_uri)
 @click.option("--out", "png", required=True, help="The PNG file to write.")
 @click.option("--n", type=click.IntRange(min=1, max=256), default=16, show_default=True,
               help="Samples to draw, spread over the epochs and batches.")
@@ -383,7 +381,7 @@ def _check_preview_path(out: str, png: str) -> None:
 
 
 @main.command()
-@click.argument("out", callback=lambda ctx, param, value: _uri(value))
+@click.argument("out", callback=_uri)
 @click.option("--retry", type=click.IntRange(min=1, max=10), default=2, show_default=True)
 def merge(out: str, retry: int) -> None:
     """Join OUT/group-0 … group-{G-1} into one dataset at OUT.

@@ -169,19 +169,13 @@ class SeamDataset(StreamingDataset):
         remote = os.path.join(stream.remote, stream.split)
         if not is_remote(stream.remote) and os.path.realpath(folder) == os.path.realpath(remote):
             return  # the cache is the remote itself: never delete the user's files
-        lock = self._cache_filelock
-        lock.acquire()
-        try:
+        with self._cache_filelock:
             for pair in self.shards[shard_id].file_pairs:
                 for info in pair:
                     if info is not None:
-                        try:
+                        with contextlib.suppress(FileNotFoundError):
                             os.remove(os.path.join(folder, info.basename))
-                        except FileNotFoundError:
-                            pass
             self._shard_states[shard_id] = _ShardState.LOCAL
-        finally:
-            lock.release()
 
     def on_exception(self, future: Future) -> None:
         """Streaming's done-callback for its threads, quiet for :attr:`failed_download` (4)."""

@@ -103,10 +103,9 @@ def _draw(out: str, n: int) -> tuple[list[Tile], list[np.ndarray]]:
         if is_remote(out):
             fetch_shards(out, [shards[i] for i in wanted], scratch)
         checked = check_shards(folder, [shards[i] for i in wanted], os.path.join(scratch, "unpacked"))
-        readers = {}
-        for shard_id, (info, raw_folder) in zip(wanted, checked, strict=True):
-            readers[shard_id] = reader_from_json(raw_folder, "", info)
-            readers[shard_id].validate(False)
+        # No reader.validate(False): check_layout pins the columns, so none is pickled.
+        readers = {shard_id: reader_from_json(raw_folder, "", info)
+                   for shard_id, (info, raw_folder) in zip(wanted, checked, strict=True)}
         tiles, images = [], []
         for position in positions:
             shard_id = int(np.searchsorted(ends, position, side="right"))

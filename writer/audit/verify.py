@@ -27,14 +27,7 @@ import torch
 
 from cutmix_algo.sampling import verify_generator
 from writer.errors import DatasetError
-from writer.format.checks import (
-    Layout,
-    check_index,
-    check_recorded_args,
-    check_sample,
-    label_classes,
-    shown,
-)
+from writer.format.checks import Layout, check_recorded_args, check_sample, label_classes, shown
 from writer.format.manifest import INDEX_NAME, MANIFEST_NAME
 from writer.format.names import fetch, is_remote, member_path, open_member
 from writer.format.opening import open_dataset, read_manifest
@@ -125,9 +118,9 @@ def source_hint(args: dict) -> str:
     kind, _, path = (resolved if isinstance(resolved, str) else str(args["source"])).partition(":")
     hint = ("pixels not recomputed: verify loads no source a dataset names (a cifar10: source "
             "is pickles, which can run code); to recompute, pass the source yourself")
-    if isinstance(resolved, str) and path and not is_remote(path) and os.path.exists(path):
-        return f"{hint}: --source {shown(resolved)}"
     if isinstance(resolved, str) and path and not is_remote(path):
+        if os.path.exists(path):
+            return f"{hint}: --source {shown(resolved)}"
         return f"{hint} (recorded as {spec}, at {shown(path)}, which does not exist here): --source {kind}:DIR"
     return f"{hint}: --source {spec}"
 
@@ -186,11 +179,9 @@ def check_shards(folder: str, shards: list[dict], unpacked: str,
             raw_name = shard["raw_data"]["basename"]
             try:
                 raw = decompress(shard["compression"], data)
-                target = member_path(unpacked, raw_name, f"{INDEX_NAME} shard")
-            except DatasetError:
-                raise
             except Exception as e:  # a codec's own errors for data that is not what it says
                 raise DatasetError(f"shard {name} does not decompress: {e}") from None
+            target = member_path(unpacked, raw_name, f"{INDEX_NAME} shard")
             if len(raw) != shard["raw_data"]["bytes"] or not shard["raw_data"]["hashes"] or any(
                     get_hash(algo, raw) != expected
                     for algo, expected in sorted(shard["raw_data"]["hashes"].items())):
@@ -311,7 +302,7 @@ def verify_dataset(out: str, source: ImageSet | None, sample: float = 1.0,
 
     with tempfile.TemporaryDirectory(prefix="cutmix-verify-") as scratch:
         opened = open_dataset(out, scratch, shards=False)  # verify checks sizes and hashes below
-        folder, index, manifest, layout = opened.folder, opened.index, opened.manifest, opened.layout
+        folder, manifest, layout = opened.folder, opened.manifest, opened.layout
         if source is not None:
             if source.fingerprint() != manifest["source"].get("fingerprint"):
                 raise DatasetError(
@@ -322,15 +313,12 @@ def verify_dataset(out: str, source: ImageSet | None, sample: float = 1.0,
             if len(source) != layout.schedule.num_images or source.images.shape[1:] != layout.image_shape:
                 raise DatasetError(f"{MANIFEST_NAME}: source.num_images or image_shape is not the "
                                   "source's")
-        shards = check_index(index)
+        shards = opened.index["shards"]  # checked by open_dataset
         if is_remote(out):
             fetch_shards(out, shards, scratch)
         checked = check_shards(folder, shards, os.path.join(scratch, "unpacked"), progress)
-        readers = []
-        for info, raw_folder in checked:
-            reader = reader_from_json(raw_folder, "", info)
-            reader.validate(False)  # no pickled columns (check_layout already pins the columns)
-            readers.append(reader)
+        # No reader.validate(False): check_layout pins the columns, so none is pickled.
+        readers = [reader_from_json(raw_folder, "", info) for info, raw_folder in checked]
         ends = np.cumsum([info["samples"] for info, _ in checked])
         height, width, _ = layout.image_shape
         config = layout.config

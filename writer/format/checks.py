@@ -190,8 +190,7 @@ def check_index(index: object) -> list[dict]:
         samples = shard["samples"]
         # Each sample costs at least its 4-byte offset, so a count the file cannot hold is a lie
         # (and would make a reader allocate for it).
-        if (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1
-                or 4 * (samples + 2) > raw["bytes"]):
+        if not _is_count(samples) or samples < 1 or 4 * (samples + 2) > raw["bytes"]:
             raise DatasetError(f"{what}: samples must be a positive count its "
                                f"{raw['bytes']} bytes can hold, got {_brief(samples)}")
         _check_columns(shard, what)

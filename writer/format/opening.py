@@ -55,8 +55,6 @@ def _member(where: str, name: str, scratch: str) -> tuple[bytes, dict]:
         raise DatasetNotFoundError(f"no {name} in {where}: not a pre-mixed dataset written by "
                                    f"cutmix-writer, which holds {INDEX_NAME} and {MANIFEST_NAME} "
                                    f"({e})") from None
-    except DatasetError:
-        raise
     except OSError as e:
         raise DatasetError(f"cannot read {join_uri(where, name)}: {e}") from None
     try:

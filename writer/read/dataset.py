@@ -351,15 +351,13 @@ class PremixedDataset(SeamDataset):
             raise ValueError("PremixedDataset needs remote or local")
         with tempfile.TemporaryDirectory(prefix="cutmix-premixed-") as scratch:
             opened = open_dataset(where, scratch)
-        index_bytes, index = opened.index_bytes, opened.index
-        self.identity = hashlib.sha256(opened.manifest_bytes + b"\0" + index_bytes).hexdigest()[:16]
+        self.identity = hashlib.sha256(opened.manifest_bytes + b"\0" + opened.index_bytes).hexdigest()[:16]
         self.manifest = opened.manifest
         self.where, self._layout = where, opened.layout
-        shards = index["shards"]
         if remote is None:
             validate_hash = None  # nothing is downloaded; sizes were checked at open, labels on read
         elif validate_hash is not None:
-            for shard in shards:
+            for shard in opened.index["shards"]:
                 stored = shard["zip_data"] or shard["raw_data"]
                 if validate_hash not in stored["hashes"]:
                     raise ValueError(f"validate_hash: shard {stored['basename']} of {where} has no "
@@ -370,12 +368,12 @@ class PremixedDataset(SeamDataset):
                 # second open of the same URI on this machine failed. A fresh folder per dataset.
                 local = tempfile.mkdtemp(prefix="cutmix-premixed-cache-")
             local = os.path.join(local, f"premixed-{self.identity}")
-            _place_index(local, index_bytes)  # streaming reads exactly what was checked
+            _place_index(local, opened.index_bytes)  # streaming reads exactly what was checked
         super().__init__(remote=remote, local=local, shuffle=shuffle, shuffle_seed=shuffle_seed,
                          batch_size=batch_size, validate_hash=validate_hash, **kwargs)
         self.transform, self.image_dtype = transform, image_dtype
         self._shard_bounds = np.concatenate([[0], np.cumsum(self.samples_per_shard)])
-                # Raw rows: one read into one buffer, one record view of it, instead of streaming's
+        # Raw rows: one read into one buffer, one record view of it, instead of streaming's
         # open per sample and copy per column. Not with a cache limit: an evicted shard's
         # descriptor would hold its disk space.
         files = _OpenShards()
