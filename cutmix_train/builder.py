@@ -87,15 +87,10 @@ def resolve_precision(name: str, device: str) -> str:
 def build_optimizer(cfg: OptimizerConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """The recipe's optimizer over all of ``model``'s parameters."""
     params = model.parameters()
-    if cfg.name == "sgd":
-        # torch's SGD couples weight decay to the gradient, as He et al. trained.
-        return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
-        )
-    if cfg.name == "decoupled_sgdw":
-        return DecoupledSGDW(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
-        )
+    if cfg.name in ("sgd", "decoupled_sgdw"):
+        # torch's SGD couples weight decay to the gradient, as He et al. trained; DecoupledSGDW does not.
+        sgd = torch.optim.SGD if cfg.name == "sgd" else DecoupledSGDW
+        return sgd(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -686,7 +681,7 @@ def summarize(
         "batches": now["batch"],
         "epochs": now["epoch"],
         "this_invocation": {
-            "wall_seconds": None if wall_seconds is None else _json_number(wall_seconds, 3),
+            "wall_seconds": _json_number(wall_seconds, 3),
             "train_seconds": _json_number(added_seconds, 3),
             "samples": added_samples,
             "batches": now["batch"] - before["batch"],

@@ -95,9 +95,8 @@ def _check_split(config: Any, nproc: int) -> None:
             )
 
 
-def _emit(result: dict[str, Any], summary: Path | None) -> None:
-    # allow_nan=False: the summary is JSON; summarize has already turned NaN and inf into null.
-    line = json.dumps(result, allow_nan=False)
+def _emit(line: str, summary: Path | None) -> None:
+    # The summary line: stdout's last line, and --summary's file when given.
     if summary is not None:
         _write_atomically(summary, line + "\n")
     sys.stderr.flush()
@@ -203,9 +202,7 @@ def main(
         if dry_run and status == 0:
             click.echo(f"recipe OK: trainer built in each of {nproc} processes, nothing trained", err=True)
         if line is not None:
-            if summary is not None:
-                _write_atomically(summary, line + "\n")
-            click.echo(line)
+            _emit(line, summary)
         sys.exit(status)
 
     from composer.utils import dist
@@ -268,7 +265,7 @@ def main(
         }
         trainer.close()
         if rank_zero:
-            _emit(result, summary)
+            _emit(json.dumps(result, allow_nan=False), summary)
         return
     if resumed is not None and rank_zero:
         click.echo(
@@ -288,9 +285,11 @@ def main(
     result["this_invocation"]["already_complete"] = False
     trainer.close()
     if rank_zero:
+        # allow_nan=False: the summary is JSON; summarize has already turned NaN and inf into null.
+        line = json.dumps(result, allow_nan=False)
         if stored_path is not None and stored_path.parent.is_dir():
-            _write_atomically(stored_path, json.dumps(result, allow_nan=False) + "\n")
-        _emit(result, summary)
+            _write_atomically(stored_path, line + "\n")
+        _emit(line, summary)
 
 
 if __name__ == "__main__":

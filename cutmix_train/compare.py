@@ -271,8 +271,8 @@ def _finished(path: Path, resolved: str) -> dict[str, Any] | None:
     return result
 
 
-def _execute(recipe: Path, runs: list[Run], out: Path, jobs: int, resolved: dict[str, str]) -> dict[str, dict]:
-    """Every run's result: reused from ``out/runs`` when finished, else trained in a pool."""
+def _execute(recipe: Path, runs: list[Run], out: Path, jobs: int | None, resolved: dict[str, str]) -> dict[str, dict]:
+    """Every run's result: reused from ``out/runs`` when finished, else trained in a pool (``jobs`` None: per core)."""
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
@@ -293,7 +293,7 @@ def _execute(recipe: Path, runs: list[Run], out: Path, jobs: int, resolved: dict
     if not todo:
         return results
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    jobs = min(jobs, len(todo))
+    jobs = min(jobs or cores, len(todo))
     threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, cores // jobs)
     click.echo(f"training {len(todo)} runs, {jobs} at a time, {threads} thread(s) each", err=True)
     import multiprocessing
@@ -449,15 +449,10 @@ def plot_comparison(
             means, lows, highs = [], [], []
             for k in range(length):
                 column = [h[k]["accuracy"] for h in runs]
-                if len(column) >= 2:
-                    iv = t_interval(column)
-                    means.append(iv.mean)
-                    lows.append(iv.low)
-                    highs.append(iv.high)
-                else:
-                    means.append(column[0])
-                    lows.append(column[0])
-                    highs.append(column[0])
+                iv = t_interval(column) if len(column) >= 2 else Interval(column[0], column[0], column[0], 1, 0.0)
+                means.append(iv.mean)
+                lows.append(iv.low)
+                highs.append(iv.high)
             color = colors[i % len(colors)]
             ax2.plot(epochs, means, marker=".", color=color, label=name)
             ax2.fill_between(epochs, lows, highs, color=color, alpha=0.15)
@@ -565,8 +560,7 @@ def compare(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise click.ClickException(f"--out: cannot create {out}: {e}") from None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    results = _execute(recipe, runs, out, jobs or cores, resolved)
+    results = _execute(recipe, runs, out, jobs, resolved)
 
     summary = summarize_runs(variants, seed_list, results)
     histories = {v.name: [results[f"{v.name}-seed{s}"].get("eval_history", []) for s in seed_list] for v in variants}
