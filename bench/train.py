@@ -129,10 +129,9 @@ def make_loader(num_images: int, batch_size: int, seed: int = 0) -> DataLoader:
 def write_premixed_shards(folder: str, num_images: int, batch_size: int, seed: int = 0) -> str:
     """Pre-mix CIFAR-shaped random images into raw MDS shards in ``folder`` (one epoch)."""
     from writer.format.manifest import PremixConfig
-    from writer.pipeline.write import build_manifest
     from writer.pipeline.sources import ImageSet
+    from writer.pipeline.write import build_manifest, write_premixed
     from writer.publish.store import Destination
-    from writer.pipeline.write import write_premixed
 
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8)

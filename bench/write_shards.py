@@ -128,9 +128,8 @@ def _streaming(source: object, out: str, *, encoding: str) -> float:
 def _ours(source: object, out: str, *, encoding: str, batch_size: int, epochs: int,
           workers: int) -> float:
     from writer.format.manifest import PremixConfig
-    from writer.pipeline.write import build_manifest
+    from writer.pipeline.write import build_manifest, write_premixed
     from writer.publish.store import Destination
-    from writer.pipeline.write import write_premixed
 
     config = PremixConfig(batch_size=batch_size, encoding=encoding, epochs=epochs)
     manifest = build_manifest(source, config, source_spec="bench", split="train")
