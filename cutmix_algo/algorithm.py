@@ -397,8 +397,8 @@ class CutMix(Algorithm):
             state.batch_set_item(key, value)
 
     def _num_classes_for(self, target: torch.Tensor) -> int | None:
-        if self._resolved_classes is not None:
-            return self._resolved_classes
+        if self._resolved_classes is not None or not isinstance(target, torch.Tensor):
+            return self._resolved_classes  # check_target names a target that is not a tensor
         if target.ndim == 2 and target.is_floating_point():
             return int(target.shape[1])
         if target.ndim == 1:
@@ -460,7 +460,7 @@ class CutMix(Algorithm):
         num_classes = self._num_classes_for(host_target)
         # Validate on the host, before the move: label range checks are free here.
         check_target(host_target, host_input, num_classes)
-        if self.interpolate_loss and not (host_target.ndim == 1 and not host_target.is_floating_point()):
+        if self.interpolate_loss and host_target.ndim != 1:  # check_target refused non-integer labels
             raise ValueError(
                 "CutMix(interpolate_loss=True) needs int class labels of shape (N,), got a target "
                 f"of shape {tuple(host_target.shape)} and dtype {host_target.dtype}"
@@ -520,7 +520,7 @@ class CutMix(Algorithm):
         self.last_mixup = use_mixup
         self.last_lam = lam
         self.last_box = tuple(box) if not isinstance(box, torch.Tensor) else box
-        self.last_perm = params.perm if mixed and params is not None else torch.arange(n)
+        self.last_perm = params.perm if mixed else torch.arange(n)
         logged = {"cutmix/lambda": lam.mean().item() if isinstance(lam, torch.Tensor) else lam}
         if self.mixup_alpha > 0:
             logged["cutmix/mixup"] = float(use_mixup)

@@ -196,7 +196,6 @@ def one_hot(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.f
         ValueError: if ``labels`` is not a 1-d integer tensor, or (on the CPU, where checking
             costs no sync) holds a value outside ``[0, num_classes)``.
     """
-    _check_label_vector(labels, "labels")
     num_classes = _check_labels(labels, num_classes, "labels")
     out = torch.zeros(labels.shape[0], num_classes, dtype=dtype, device=labels.device)
     return out.scatter_(1, labels.long().unsqueeze(1), 1.0)
@@ -206,8 +205,9 @@ def _is_dense_map(target: torch.Tensor, input: torch.Tensor) -> bool:
     return target.ndim >= 3 and target.shape[-2:] == input.shape[-2:]
 
 
-def _check_label_vector(labels: object, name: str) -> None:
-    """Raise ``ValueError`` unless ``labels`` is a 1-d tensor of integer class labels (not bool)."""
+def _check_labels(labels: object, num_classes: int | None, name: str = "target") -> int:
+    """Return ``num_classes`` checked, or raise ``ValueError`` unless ``labels`` is a 1-d tensor of
+    integer class labels (not bool) that, on the CPU, lie in ``[0, num_classes)``."""
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1:
         shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise ValueError(f"{name} must be a 1-d tensor of integer class labels, got {shape}")
@@ -217,9 +217,6 @@ def _check_label_vector(labels: object, name: str) -> None:
             + (f"; bools are not class indices: pass {name}.long() if they are"
                if labels.dtype == torch.bool else "")
         )
-
-
-def _check_labels(target: torch.Tensor, num_classes: int | None, name: str = "target") -> int:
     if num_classes is None:
         raise ValueError(
             "num_classes is required to mix integer class labels (target of shape (N,)); "
@@ -228,8 +225,8 @@ def _check_labels(target: torch.Tensor, num_classes: int | None, name: str = "ta
     num_classes = check_num_classes(num_classes)
     # Checking values needs them on the host: free on the CPU, a sync on an accelerator, where
     # callers (the Algorithm) check before moving the batch.
-    if target.device.type == "cpu" and target.numel():
-        low, high = int(target.min()), int(target.max())
+    if labels.device.type == "cpu" and labels.numel():
+        low, high = int(labels.min()), int(labels.max())
         if low < 0 or high >= num_classes:
             raise ValueError(
                 f"{name if name == 'labels' else name + ' labels'} must lie in "
@@ -326,7 +323,6 @@ def check_target(target: torch.Tensor, input: torch.Tensor, num_classes: int | N
     if _is_dense_map(target, input):
         return
     if target.ndim == 1:
-        _check_label_vector(target, "target")
         _check_labels(target, num_classes)
         return
     if target.ndim == 2:
@@ -390,7 +386,6 @@ def mix_targets(
     lam = label_lam(lam, exact_rows or max(target.shape[0], 1))
     per_row = isinstance(lam, torch.Tensor)
     if target.ndim == 1:
-        _check_label_vector(target, "target")
         num_classes = _check_labels(target, num_classes)
         labels = target.long()
         n = labels.shape[0]
@@ -440,8 +435,7 @@ def check_input(input: object) -> torch.Tensor:
 
 
 def _check_perm(perm: object, n: int, device: torch.device) -> torch.Tensor:
-    if not isinstance(perm, torch.Tensor):
-        perm = torch.as_tensor(perm)
+    perm = torch.as_tensor(perm)
     if perm.shape != (n,) or perm.is_floating_point():
         raise ValueError(
             f"perm must be an integer tensor of shape ({n},), got {perm.dtype} {tuple(perm.shape)}"

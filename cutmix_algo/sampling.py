@@ -131,9 +131,7 @@ def derive_generator(*keys: int) -> torch.Generator:
             raise ValueError(f"generator keys must be integers in [0, 2**64), got {key!r}")
         words += [int(key) & 0xFFFFFFFF, int(key) >> 32]
     (state,) = np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(int(state))
-    return generator
+    return torch.Generator(device="cpu").manual_seed(int(state))
 
 
 #: Last key of a writer epoch's visiting order (never a batch number).

@@ -502,3 +502,14 @@ def test_order_with_progressive_resizing(cutmix_first: bool) -> None:
     # of the image the model sees; listed after ProgressiveResizing it mixes the full-size batch,
     # whose box is then interpolated.
     assert spy.shapes == ([(8, C, 8, 8)] if cutmix_first else [(8, C, 16, 16)])
+
+
+
+def test_a_target_that_is_not_a_tensor_is_a_value_error_naming_it() -> None:
+    """A loader that is not a DataLoader (which would convert it) yields numpy targets."""
+    x, _ = _tensors(8, seed=6)
+    batches = [(x, np.full((8, K), 1.0 / K, dtype=np.float32))]
+    trainer = _trainer(CutMix(), batches, max_duration="1ba", device_train_microbatch_size=8)
+    trainer.state.model.num_classes = None  # type: ignore[union-attr]  # as a model without one
+    with pytest.raises(ValueError, match="target must be a torch.Tensor, got ndarray"):
+        trainer.fit()
