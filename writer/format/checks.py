@@ -43,7 +43,6 @@ _MAX_EPOCHS = 2**31 - 1  # the ``epoch`` column is int32
 _LABEL_TOLERANCE = 1e-4  # float32 rows sum to 1 up to rounding
 
 
-
 def shown(value: object) -> str:
     """``value`` as text safe to print: a string from a dataset may hold terminal escapes."""
     text = str(value)
@@ -489,11 +488,10 @@ def check_sample(item: dict, layout: Layout, where: str) -> None:
     lam = float(item["lam"])
     if not 0.0 <= lam <= 1.0:
         raise DatasetError(f"{where}: lam {lam} is outside [0, 1]")
-    top, left, bottom, right = (int(v) for v in np.asarray(item["box"]).reshape(-1)[:4])
-    if not (np.asarray(item["box"]).size == 4 and 0 <= top <= bottom <= height
-            and 0 <= left <= right <= width):
-        raise DatasetError(f"{where}: box {np.asarray(item['box']).tolist()} is outside the "
-                           f"{height} x {width} image")
+    box = np.asarray(item["box"])
+    top, left, bottom, right = (int(v) for v in box.reshape(-1)[:4]) if box.size == 4 else (-1,) * 4
+    if not (0 <= top <= bottom <= height and 0 <= left <= right <= width):
+        raise DatasetError(f"{where}: box {box.tolist()} is outside the {height} x {width} image")
     for key in ("index_a", "index_b"):
         if not 0 <= int(item[key]) < layout.schedule.num_images:
             raise DatasetError(f"{where}: {key} {int(item[key])} is not a source index "

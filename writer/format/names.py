@@ -51,7 +51,6 @@ _PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _GROUP = re.compile(r"group-[0-9]+")
 
 
-
 def check_member(name: object, what: str) -> str:
     """Return ``name`` if it is a plain file name, or ``group-I/`` and a plain file name.
 
