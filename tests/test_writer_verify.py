@@ -59,6 +59,13 @@ def test_a_wrong_lam_names_the_sample(dataset: Path, tmp_path: Path) -> None:
     assert "lam" in result.output
 
 
+def test_a_box_outside_the_image_names_the_sample(dataset: Path, tmp_path: Path) -> None:
+    _rewrite(dataset, tmp_path / "bad", 9, "box", np.array([0, 0, 99, 99], dtype=np.int32))
+    result = run("verify", tmp_path / "bad")
+    failed(result, "sample 9 (epoch 0, batch 0, row 9; shard shard.00000.mds)")
+    assert "box [0, 0, 99, 99] is outside the 32 x 32 image" in result.output
+
+
 def test_tampered_pixels_name_the_sample(dataset: Path, tmp_path: Path, cifar_root: Path) -> None:
     image = np.array(read_samples(dataset)[41]["image"])
     image[0, 0, 0] ^= 0xFF
