@@ -34,34 +34,45 @@ def _eval_lines(log: Path) -> list[str]:
     return [line for line in log.read_text().splitlines() if "metrics/eval/" in line]
 
 
-def _online_run(tmp: Path, tag: str, *overrides: str) -> tuple[dict, list[list[str]], list[list[str]]]:
+def _online_run(tmp: Path, tag: str, *overrides: str, by_hand: bool = False
+                ) -> tuple[dict, list[list[str]], list[list[str]]]:
+    """Two processes of the demo recipe: ``cutmix-train --nproc 2``, or ``by_hand`` the README's
+    ``composer -n 2 -m cutmix_train.cli ... --summary FILE`` (the launcher prints after the JSON
+    line, so the file is where the summary is alone)."""
     logs = tmp / tag
     logs.mkdir()
+    launch = (["-m", "composer.cli.launcher", "-n", "2", "-m", "cutmix_train.cli"] if by_hand
+              else ["-m", "cutmix_train.cli", "--nproc", "2"])
     result = subprocess.run(
-        [sys.executable, "-m", "cutmix_train.cli", "--nproc", "2", str(DEMO),
+        [sys.executable, *launch, str(DEMO),
          "train.max_duration=4ba", "train.batch_size=16", "eval.batch_size=60",
          "eval.subset_num_batches=2", "logging.progress_bar=false",
-         f"logging.file={logs}/rank{{rank}}.txt", *overrides],
+         f"logging.file={logs}/rank{{rank}}.txt", "--summary", str(logs / "summary.json"), *overrides],
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1, lines  # the summary alone, once: rank 0's; the rest went to stderr
-    summary = json.loads(lines[0])
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in the summary: not strict JSON")
+
+    summary = json.loads((logs / "summary.json").read_text(), parse_constant=refuse)
+    if not by_hand:
+        lines = result.stdout.strip().splitlines()
+        assert len(lines) == 1, lines  # the summary alone, once: rank 0's; the rest went to stderr
+        assert json.loads(lines[0]) == summary  # --summary's file under --nproc too
     ranks = [logs / "rank0.txt", logs / "rank1.txt"]
     return summary, [_lambdas(r) for r in ranks], [_eval_lines(r) for r in ranks]
 
 
 def test_two_process_online_cutmix_ranks_differ_repeat_and_resume(tmp_path: Path) -> None:
-    """``cutmix-train recipes/demo.yaml --nproc 2`` (the README's command, tiny): one summary,
-    also in ``--summary``'s file; each rank its own draws, repeatable and resumable."""
+    """The README's two-process commands, tiny: ``cutmix-train recipes/demo.yaml --nproc 2``,
+    then a resume by hand under ``composer -n 2``; each rank its own draws, repeatable and
+    resumable, and one summary each time."""
     ckpt = tmp_path / "ckpt"
     summary, lams, evals = _online_run(
-        tmp_path, "first", f"checkpoint.save_folder={ckpt}", "checkpoint.save_interval=2ba",
-        "--summary", str(tmp_path / "summary.json"),
+        tmp_path, "first", f"checkpoint.save_folder={ckpt}", "checkpoint.save_interval=2ba"
     )
     assert summary["world_size"] == 2 and summary["batches"] == 4 and summary["samples"] == 64
-    assert json.loads((tmp_path / "summary.json").read_text()) == summary  # --summary under --nproc
     assert len(lams[0]) == len(lams[1]) == 4
     assert lams[0] != lams[1], "both ranks drew the same boxes"
     # DDP keeps the replicas identical: both ranks report the same final metrics.
@@ -74,8 +85,10 @@ def test_two_process_online_cutmix_ranks_differ_repeat_and_resume(tmp_path: Path
     # Resuming at batch 2 continues every rank's own sequence.
     checkpoint = ckpt / "ep0-ba2-rank0.pt"
     assert checkpoint.is_file(), sorted(p.name for p in ckpt.iterdir())
-    _, lams_resumed, _ = _online_run(tmp_path, "resumed", f"checkpoint.load_path={checkpoint}")
+    resumed, lams_resumed, _ = _online_run(tmp_path, "resumed", f"checkpoint.load_path={checkpoint}",
+                                           by_hand=True)
     assert lams_resumed == [lams[0][2:], lams[1][2:]]
+    assert resumed["world_size"] == 2 and resumed["batches"] == 4
 
 
 def test_two_process_premixed_ranks_see_every_sample_once(tmp_path: Path) -> None:

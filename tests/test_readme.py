@@ -48,7 +48,7 @@ NOT_RUN: list[tuple[str, str]] = [
      "tests/test_distributed.py::test_two_process_online_cutmix_ranks_differ_repeat_and_resume"),
     (r"^composer -n 2 -m cutmix_train\.cli recipes/demo\.yaml --summary summary\.json$",
      "run as written (with tiny overrides) by "
-     "tests/test_recipes_cli.py::test_summary_file_under_composer_launcher_holds_the_json"),
+     "tests/test_distributed.py::test_two_process_online_cutmix_ranks_differ_repeat_and_resume"),
     (TEMPLATE := r"(^|\s)\.\.\.(\s|$)",
      "a template: `...` stands for the flags of the command above (its block is skipped whole)"),
 ]
