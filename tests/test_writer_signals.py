@@ -27,6 +27,21 @@ def _start(cifar_root: Path, out: Path, tmpdir: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
 
 
+def test_a_write_with_workers_runs_under_a_tmpdir_too_long_for_a_socket(tmp_path: Path) -> None:
+    """The fork server's socket path (TMPDIR/pymp-…/listener-…) caps at 107 bytes: under a longer
+    TMPDIR the write still runs (the socket goes to /tmp) and its own files stay in TMPDIR."""
+    tmpdir = tmp_path / ("t" * max(1, 90 - len(str(tmp_path))))
+    tmpdir.mkdir()
+    assert len(str(tmpdir)) + len("/pymp-XXXXXXXX/listener-XXXXXXXX") > 107
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    result = subprocess.run(
+        [sys.executable, "-m", "writer.cli", "write", "--source", "digits", "--split", "test",
+         "--out", str(tmp_path / "out"), "--workers", "2", "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "index.json").is_file()
+
+
 def _wait_for_workers(proc: subprocess.Popen, out: Path) -> list[psutil.Process]:
     """Wait until the pool runs and a shard is published; return the writer's descendants."""
     deadline = time.monotonic() + 120

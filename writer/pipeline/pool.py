@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -35,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from writer.errors import WriterError
 from writer.pipeline import premix
 from writer.pipeline.encode import encode_batch, fill_raw_rows, raw_record
 from writer.pipeline.imageset import ImageSet
@@ -234,11 +237,45 @@ if hasattr(multiprocessing.context, "ForkServerContext"):  # not on Windows
     WORKER_NAME = CutmixWriterWorker.__name__
 
 
+# The fork server listens on a socket at TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX, and a socket's
+# path holds at most 107 bytes: under a longer TMPDIR, multiprocessing (before Python 3.13)
+# fails with "AF_UNIX path too long".
+_SOCKET_PATH_MAX = 107
+_SOCKET_NAME_BYTES = len("/pymp-XXXXXXXX/listener-XXXXXXXX")
+_SHORT_TMP = "/tmp"
+
+
+def _fit_socket_path() -> None:
+    """Put multiprocessing's folder for the server's socket in /tmp when TMPDIR is too long.
+
+    Only the socket goes there (multiprocessing removes its folder at exit); the writer's own
+    temporary files stay in TMPDIR.
+
+    Raises:
+        WriterError: if TMPDIR is too long and /tmp is not a writable folder.
+    """
+    base = tempfile.gettempdir()
+    if len(os.fsencode(base)) + _SOCKET_NAME_BYTES <= _SOCKET_PATH_MAX:
+        return
+    if not (os.path.isdir(_SHORT_TMP) and os.access(_SHORT_TMP, os.W_OK | os.X_OK)):
+        raise WriterError(
+            f"TMPDIR {base} is too long for the workers' socket (at most "
+            f"{_SOCKET_PATH_MAX - _SOCKET_NAME_BYTES} bytes) and {_SHORT_TMP} is not writable; "
+            "set a shorter TMPDIR or pass --workers 1")
+    saved = tempfile.tempdir
+    tempfile.tempdir = _SHORT_TMP
+    try:
+        multiprocessing.util.get_temp_dir()  # made once per process, then reused
+    finally:
+        tempfile.tempdir = saved
+
+
 def _context() -> multiprocessing.context.BaseContext:
     # forkserver, not fork: the caller (a CLI, a test runner, a trainer) may have threads, and a
     # forked child can deadlock on a lock one of them held. The server makes the imports every
     # worker needs once (writer.pipeline.forkserver), so each worker starts in milliseconds.
     if "forkserver" in multiprocessing.get_all_start_methods():
+        _fit_socket_path()
         context = _WorkerContext()
         context.set_forkserver_preload(["writer.pipeline.forkserver"])
         return context
