@@ -17,6 +17,24 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+# The longest tests (each launches processes that import Composer), started first so that under
+# pytest-xdist they spread over the workers instead of one of them ending the run alone.
+_LONGEST = (
+    "tests/test_distributed.py::",
+    "tests/test_readme.py::test_readme_commands_run",
+    "tests/test_demo.py::test_demo_end_to_end",
+    "tests/test_compare.py::test_compare_end_to_end",
+    "tests/test_recipes_cli.py::test_nproc_dry_run",
+    "tests/test_writer_dataset.py::test_a_shard_that_fails_its_hash",
+    "tests/test_recipes_train.py::test_demo_recipe_trains",
+    "tests/test_compare.py::test_a_failing_run_fails",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(_LONGEST))  # stable: else as collected
+
+
 CIFAR_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 ]
