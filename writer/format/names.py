@@ -165,7 +165,7 @@ def open_member(folder: str, name: str, what: str) -> int:
         if os.path.isdir(path):
             raise IsADirectoryError(f"{what} {name!r} in {folder} is a folder, not a file")
         raise DatasetError(f"{what} {name!r} in {folder} is not a regular file (a FIFO, device "
-                              "or socket); refusing to read it")
+                           "or socket); refusing to read it")
     os.set_blocking(fd, True)
     return fd
 

@@ -37,12 +37,12 @@ def _check_local_group(out: str, name: str) -> None:
     folder = os.path.join(out, name)
     if os.path.lexists(folder) and not os.path.isdir(folder):
         raise DatasetError(f"{folder} is not a folder: a group must be a folder holding a "
-                         f"sub-dataset written with --group {name.removeprefix('group-')}")
+                           f"sub-dataset written with --group {name.removeprefix('group-')}")
     for member in (MANIFEST_NAME, INDEX_NAME):
         path = os.path.join(folder, member)
         if os.path.lexists(path) and not os.path.isfile(path):
             raise DatasetError(f"{path} is not a file: a group's {member} must be a file "
-                             "(the JSON its write published)")
+                               "(the JSON its write published)")
 
 
 def merge_groups(out: str, retry: int = 2) -> int:
@@ -68,7 +68,7 @@ def merge_groups(out: str, retry: int = 2) -> int:
 
     if not is_remote(out) and os.path.exists(out) and not os.path.isdir(out):
         raise DatasetError(f"{out} is not a folder: merge expects a folder holding the group-N "
-                         "sub-datasets (group-0, group-1, ...) of a --num-groups write")
+                           "sub-datasets (group-0, group-1, ...) of a --num-groups write")
     with tempfile.TemporaryDirectory(prefix="cutmix-merge-") as scratch:
         manifests = []
         count = None
