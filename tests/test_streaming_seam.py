@@ -8,6 +8,7 @@ hanging an epoch or slowing it down in silence.
 from __future__ import annotations
 
 import inspect
+import os
 from importlib.metadata import version
 
 import numpy as np
@@ -82,17 +83,17 @@ def test_the_prefix_lock_is_taken_by_whoever_creates_the_prefix(
     (it meets the leader at barriers inside streaming's constructor and would wait forever)."""
     import fcntl
     import os
-    import tempfile
 
+    from writer import streaming_seam
     from writer.streaming_seam import prefix_lock
 
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(streaming_seam, "PREFIX_LOCK_FOLDER", str(tmp_path))
     if rank is not None:
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
         monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     with prefix_lock():
-        fd = os.open(tmp_path / "cutmix-streaming-shm-prefix.lock", os.O_RDWR | os.O_CREAT)
+        fd = os.open(tmp_path / streaming_seam.PREFIX_LOCK_NAME, os.O_RDWR | os.O_CREAT)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -112,13 +113,13 @@ def test_the_prefix_lock_is_taken_under_an_initialized_process_group(
     registering at once failed with ``FileExistsError: '/000989_locals'``."""
     import fcntl
     import os
-    import tempfile
 
     import torch.distributed as torch_dist
 
+    from writer import streaming_seam
     from writer.streaming_seam import prefix_lock
 
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(streaming_seam, "PREFIX_LOCK_FOLDER", str(tmp_path))
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     started = not torch_dist.is_initialized()  # a Trainer in this process may have started one
@@ -128,7 +129,7 @@ def test_the_prefix_lock_is_taken_under_an_initialized_process_group(
     assert torch_dist.is_initialized()
     try:
         with prefix_lock():
-            fd = os.open(tmp_path / "cutmix-streaming-shm-prefix.lock", os.O_RDWR | os.O_CREAT)
+            fd = os.open(tmp_path / streaming_seam.PREFIX_LOCK_NAME, os.O_RDWR | os.O_CREAT)
             try:
                 with pytest.raises(BlockingIOError):
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -137,3 +138,23 @@ def test_the_prefix_lock_is_taken_under_an_initialized_process_group(
     finally:
         if started:
             torch_dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm")
+def test_the_prefix_lock_is_machine_wide_whatever_the_tmpdir(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two jobs with TMPDIRs of their own still share the lock: it lives beside the shared memory."""
+    import fcntl
+    import tempfile
+
+    from writer import streaming_seam
+    from writer.streaming_seam import prefix_lock
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with prefix_lock():
+        fd = os.open(os.path.join("/dev/shm", streaming_seam.PREFIX_LOCK_NAME), os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    assert not list(tmp_path.iterdir())

@@ -54,14 +54,14 @@ The touches, what each does, why the public API is not enough, and what breaks i
    traceback for each). If ``shards`` changes meaning, the index is wrong: the byte-pinned tests
    fail.
 10. ``prefix_lock`` (taken by ``SeamDataset.__init__`` and the ``mds:`` source loader) holds a
-   machine-wide file lock around ``StreamingDataset.__init__``
-   when no process group is running: streaming picks its shared-memory prefix by probing for a
-   free name and then creating it, so two processes opening datasets at the same moment (two
-   jobs on one machine, a parallel test run) can pick the same one and one fails with
-   ``FileExistsError: '/000465_locals'``. Under ``torch.distributed`` only the node's local
-   leader (the rank that creates the prefix) takes it: the other ranks meet the leader at barriers
-   inside that call and would deadlock waiting for a lock it holds. Streaming's ``World`` says which
-   rank leads, as streaming itself decides.
+   machine-wide file lock around ``StreamingDataset.__init__``: streaming picks its shared-memory
+   prefix by probing for a free name and then creating it, so two processes opening datasets at
+   the same moment (two jobs on one machine, a parallel test run) can pick the same one and one
+   fails with ``FileExistsError: '/000465_locals'``. The lock file lives beside the shared
+   memory it guards (``/dev/shm``), so every process sees it whatever its ``TMPDIR``. Under
+   ``torch.distributed`` only the node's local leader (the rank that creates the prefix) takes
+   it: the other ranks meet the leader at barriers inside that call and would deadlock waiting
+   for a lock it holds. Streaming's ``World`` says which rank leads, as streaming itself decides.
 """
 
 from __future__ import annotations
@@ -241,6 +241,12 @@ class SeamDataset(StreamingDataset):
                                "see the error above")
 
 
+#: Where :func:`prefix_lock`'s file lives: beside POSIX shared memory on Linux, machine-wide
+#: whatever a process's TMPDIR (the temporary folder where there is no such folder).
+PREFIX_LOCK_FOLDER = "/dev/shm"
+PREFIX_LOCK_NAME = "cutmix-streaming-shm-prefix.lock"
+
+
 @contextlib.contextmanager
 def prefix_lock() -> Iterator[None]:
     """Hold the machine-wide lock around a ``StreamingDataset`` construction (10).
@@ -256,9 +262,9 @@ def prefix_lock() -> Iterator[None]:
 
     fd = None
     if World.detect().is_local_leader:
+        folder = PREFIX_LOCK_FOLDER if os.path.isdir(PREFIX_LOCK_FOLDER) else tempfile.gettempdir()
         with contextlib.suppress(OSError):
-            fd = os.open(os.path.join(tempfile.gettempdir(), "cutmix-streaming-shm-prefix.lock"),
-                         os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(os.path.join(folder, PREFIX_LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
     try:
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)  # one prefix probe-and-create at a time
